@@ -1,0 +1,107 @@
+"""Hydra entry points with one-line errors: bad overrides are caught before Hydra starts."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from biolab.errors import BiolabError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
+    """group -> sorted option names, from the folders of ``conf/``."""
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
+        for d in sorted(conf_dir.iterdir())
+        if d.is_dir() and d.name != "hydra"
+    }
+
+
+def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR):
+    """The composed config, as a script would see it (tests use this too)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Raise BiolabError naming the valid choices for an unknown preset or key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    args = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception as err:  # hydra's parse errors are multi-line
+        raise BiolabError(f"cannot parse overrides {args}: {str(err).splitlines()[0]}") from None
+    groups = config_groups(conf_dir)
+    chosen = []
+    for o in parsed:
+        key = o.key_or_group
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        if key in groups:
+            for v in values:
+                if str(v) not in groups[key]:
+                    raise BiolabError(
+                        f"unknown {key} preset {v!r}; choose from: {', '.join(groups[key])}"
+                    )
+            chosen.append(f"{key}={values[0]}")
+    base = compose(config_name, chosen, conf_dir)
+    sentinel = object()
+    for o in parsed:
+        key = o.key_or_group
+        if key in groups or key.startswith("hydra.") or o.is_add() or o.is_delete():
+            continue
+        if OmegaConf.select(base, key, default=sentinel) is sentinel:
+            parent, _, _ = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            valid = ", ".join(node.keys()) if hasattr(node, "keys") else "(none)"
+            where = f"under {parent}" if parent else "at top level"
+            raise BiolabError(f"unknown key {key!r}; valid keys {where}: {valid}")
+
+
+def hydra_main(config_name: str) -> Callable:
+    """Like ``hydra.main``, plus override checks and one-line exits on BiolabError."""
+    import hydra
+
+    def decorate(fn: Callable) -> Callable:
+        wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
+            _one_line_errors(fn)
+        )
+
+        @functools.wraps(fn)
+        def entry() -> None:
+            try:
+                if not any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
+                    check_overrides(config_name, sys.argv[1:])
+            except BiolabError as err:
+                _die(err)
+            wrapped()
+
+        return entry
+
+    return decorate
+
+
+def _one_line_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BiolabError as err:
+            _die(err)
+
+    return run
+
+
+def _die(err: Exception) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,1 @@
+"""Synthetic people, their biographies (bioS / bioR) and QA pairs."""

@@ -1,0 +1,206 @@
+"""Rendering biographies: bioS (strict templates) and bioR-style (freer), with the paper's
+augmentations (multiM, permute, fullname, couple) and exact character spans of every value.
+
+Spans are code-point offsets into ``text`` (Python string indices), recorded while rendering,
+so nothing downstream ever re-parses a biography.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from biolab.data.people import ATTRIBUTES, PRONOUNS, Person
+from biolab.data.templates import LIT, NAME, Template, TemplateSet
+
+# bioS "couple" ordering and bioR merged clauses both pair the attributes this way.
+PAIRS = (("birth_date", "birth_city"), ("university", "major"), ("company", "company_city"))
+STREAM_BIOS = 3
+
+
+@dataclass(slots=True)
+class Bio:
+    person_id: int
+    entry: int
+    text: str
+    spans: dict  # attribute -> [start, end]; "name" -> [[start, end], ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"person_id": self.person_id, "entry": self.entry, "text": self.text, "spans": self.spans},
+            ensure_ascii=False,
+        )
+
+
+def render_pieces(sentences: list[tuple], person: Person) -> Bio:
+    """Join compiled sentences with spaces, filling values and recording their spans."""
+    buf: list[str] = []
+    pos = 0
+    values: dict[str, list[int]] = {}
+    names: list[list[int]] = []
+    name = person.full_name
+    for k, pieces in enumerate(sentences):
+        if k:
+            buf.append(" ")
+            pos += 1
+        drop_dot = False  # a value ending in "." (e.g. "Dow Inc.") absorbs the sentence's "."
+        for kind, x in pieces:
+            if kind == LIT:
+                if drop_dot and x[:1] == ".":
+                    x = x[1:]
+                drop_dot = False
+                buf.append(x)
+                pos += len(x)
+            elif kind == NAME:
+                names.append([pos, pos + len(name)])
+                buf.append(name)
+                pos += len(name)
+                drop_dot = False
+            else:
+                v = getattr(person, x)
+                values[x] = [pos, pos + len(v)]
+                buf.append(v)
+                pos += len(v)
+                drop_dot = v[-1:] == "."
+    spans = {a: values[a] for a in ATTRIBUTES if a in values}
+    spans["name"] = names
+    return Bio(person.id, 0, "".join(buf), spans)
+
+
+def render_bio(person: Person, templates: list[Template], fullname: bool = False) -> Bio:
+    """One entry from an ordered list of templates: the full name in the first sentence and, with
+    ``fullname``, in every sentence; the person's pronoun elsewhere."""
+    sentences = [
+        t.compile(person.pronoun, use_name=fullname or k == 0, lead=True)
+        for k, t in enumerate(templates)
+    ]
+    return render_pieces(sentences, person)
+
+
+def entries_per_person(multi: int, permute: int) -> int:
+    """multiM draws M template sets; each appears in max(1, permute) sentence orders."""
+    return multi * max(1, permute)
+
+
+def _orders(rng: np.random.Generator, n: int, multi: int, permute: int, couple: bool) -> np.ndarray:
+    """Sentence orders, shape (n, multi, max(1, permute), 6), as attribute indices."""
+    if permute == 0:
+        return np.broadcast_to(np.arange(6), (n, multi, 1, 6))
+    if couple:
+        pair_order = rng.random((n, multi, permute, 3)).argsort(-1)
+        return np.stack([2 * pair_order, 2 * pair_order + 1], -1).reshape(n, multi, permute, 6)
+    return rng.random((n, multi, permute, 6)).argsort(-1)
+
+
+def render_bios_bioS(
+    people: list[Person],
+    templates: TemplateSet,
+    rng: np.random.Generator,
+    multi: int = 1,
+    permute: int = 0,
+    fullname: bool = False,
+    couple: bool = False,
+) -> list[Bio]:
+    """bioS entries for ``people``, in person order then entry order."""
+    n = len(people)
+    per_attr = [templates[a] for a in ATTRIBUTES]
+    # Precompiled sentence variants: table[attr][template][pronoun][use_name].
+    table = [
+        [[[t.compile(p, u, True) for u in (False, True)] for p in PRONOUNS] for t in ts]
+        for ts in per_attr
+    ]
+    counts = np.array([len(ts) for ts in per_attr])
+    tids = rng.integers(0, counts, size=(n, multi, 6)).tolist()
+    orders = _orders(rng, n, multi, permute, couple).tolist()
+    pron_index = {p: i for i, p in enumerate(PRONOUNS)}
+    bios = []
+    for i, person in enumerate(people):
+        p = pron_index[person.pronoun]
+        entry = 0
+        for d in range(multi):
+            chosen = tids[i][d]
+            for order in orders[i][d]:
+                sentences = [
+                    table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)
+                ]
+                bio = render_pieces(sentences, person)
+                bio.entry = entry
+                bios.append(bio)
+                entry += 1
+    return bios
+
+
+class _Uniforms:
+    """Uniform draws served from pre-drawn blocks: cheap scalar draws in Python loops."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 1 << 16):
+        self.rng, self.block = rng, block
+        self.buf: list[float] = []
+        self.i = 0
+
+    def next(self) -> float:
+        if self.i == len(self.buf):
+            self.buf, self.i = self.rng.random(self.block).tolist(), 0
+        self.i += 1
+        return self.buf[self.i - 1]
+
+    def below(self, k: int) -> int:
+        return min(int(self.next() * k), k - 1)
+
+    def shuffle(self, xs: list) -> None:
+        for j in range(len(xs) - 1, 0, -1):
+            r = self.below(j + 1)
+            xs[j], xs[r] = xs[r], xs[j]
+
+
+def render_bios_bioR(
+    people: list[Person],
+    templates: TemplateSet,
+    rng: np.random.Generator,
+    multi: int = 1,
+    fullname: bool = False,
+    merge_prob: float = 0.5,
+    max_fillers: int = 2,
+    connective_prob: float = 0.3,
+) -> list[Bio]:
+    """Freer biographies: each entry merges attribute pairs into one clause with probability
+    ``merge_prob``, shuffles its sentences, adds 0..``max_fillers`` neutral sentences, and puts a
+    connective in front of some sentences. The first sentence starts with the full name."""
+    u = _Uniforms(rng)
+    by = templates.by_attributes
+    leading = {k: [t for t in ts if t.subject_first] for k, ts in by.items()}
+    connectives = templates.connectives
+    bios = []
+    for person in people:
+        for entry in range(multi):
+            units: list[tuple[str, ...]] = []
+            for pair in PAIRS:
+                if pair in by and u.next() < merge_prob:
+                    units.append(pair)
+                else:
+                    units.extend((a,) for a in pair)
+            u.shuffle(units)
+            for _ in range(u.below(max_fillers + 1)):
+                units.insert(u.below(len(units) + 1), ())
+            sentences = []
+            for k, key in enumerate(units):
+                pool = leading[key] if k == 0 and leading[key] else by[key]
+                t = pool[u.below(len(pool))]
+                use_name = fullname or k == 0
+                if k and connectives and t.subject_first and u.next() < connective_prob:
+                    prefix = connectives[u.below(len(connectives))] + " "
+                    pieces = ((LIT, prefix),) + t.compile(person.pronoun, use_name, False)
+                else:
+                    pieces = t.compile(person.pronoun, use_name, True)
+                sentences.append(pieces)
+            bio = render_pieces(sentences, person)
+            bio.entry = entry
+            bios.append(bio)
+    return bios
+
+
+def bio_rng(seed: int, chunk: int) -> np.random.Generator:
+    """The random stream of one chunk of people: independent of how chunks are scheduled."""
+    return np.random.default_rng([seed, STREAM_BIOS, chunk])

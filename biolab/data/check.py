@@ -1,0 +1,103 @@
+"""An independent check of a written dataset folder: reads the files, trusts nothing else.
+
+``check_dataset(dir)`` returns a list of problems (empty when the dataset is sound) and counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from biolab.data.dataset import iter_jsonl, verify_dataset
+from biolab.data.people import ATTRIBUTES
+
+# A subject pronoun right before a verb form that disagrees with it.
+_BAD = re.compile(
+    r"\b(?:[Tt]hey (?:was|is|has|does)|[HhSs]he (?:were|are|have|do))\b"
+)
+
+
+def agreement_errors(text: str) -> list[str]:
+    """Subject-verb disagreements such as "They was", "She were", "He have", "They has"."""
+    return [m.group(0) for m in _BAD.finditer(text)]
+
+
+def _sentences(text: str) -> int:
+    # A sentence ends with ". " followed by an upper-case letter, or at the end of the text.
+    return len(re.findall(r"\.(?= [A-Z])", text)) + 1
+
+
+def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[str], dict]:
+    directory = Path(directory)
+    problems: list[str] = []
+
+    def problem(msg: str) -> None:
+        if len(problems) < max_problems:
+            problems.append(msg)
+
+    meta = verify_dataset(directory)
+    cfg = meta["config"]
+    people = {p["id"]: p for p in iter_jsonl(directory / "people.jsonl")}
+    names = Counter(p["full_name"] for p in people.values())
+    for name, k in names.items():
+        if k > 1:
+            problem(f"full name {name!r} used {k} times")
+    hq: dict[str, str] = {}
+    for p in people.values():
+        if hq.setdefault(p["company"], p["company_city"]) != p["company_city"]:
+            problem(f"company {p['company']!r} has two cities")
+        if p["full_name"] != f"{p['first_name']} {p['middle_name']} {p['last_name']}":
+            problem(f"person {p['id']}: full_name does not join the name parts")
+    splits = Counter(p["split"] for p in people.values())
+    if abs(splits["train"] - splits["test"]) > 1 or set(splits) - {"train", "test"}:
+        problem(f"split is not half/half: {dict(splits)}")
+
+    entries = Counter()
+    name_counts = Counter()
+    for b in iter_jsonl(directory / "bios.jsonl"):
+        p = people[b["person_id"]]
+        text, spans = b["text"], b["spans"]
+        entries[b["person_id"]] += 1
+        for a in ATTRIBUTES:
+            s, e = spans[a]
+            if text[s:e] != p[a]:
+                problem(f"bio {b['person_id']}/{b['entry']}: span {a} is {text[s:e]!r}, not {p[a]!r}")
+        n_name = text.count(p["full_name"])
+        if n_name != len(spans["name"]) or any(
+            text[s:e] != p["full_name"] for s, e in spans["name"]
+        ):
+            problem(f"bio {b['person_id']}/{b['entry']}: name spans do not match the text")
+        if not text.startswith(p["full_name"]):
+            problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
+        if cfg["fullname"]:
+            if n_name != _sentences(text):
+                problem(f"bio {b['person_id']}/{b['entry']}: fullname but {n_name} names "
+                        f"in {_sentences(text)} sentences")  # fmt: skip
+        elif n_name != 1:
+            problem(f"bio {b['person_id']}/{b['entry']}: full name occurs {n_name} times")
+        name_counts[n_name] += 1
+        for err in agreement_errors(text):
+            problem(f"bio {b['person_id']}/{b['entry']}: agreement error {err!r}")
+    per = meta["counts"]["entries_per_person"]
+    for pid in people:
+        if entries[pid] != per:
+            problem(f"person {pid}: {entries[pid]} bios, expected {per}")
+
+    qa = Counter()
+    for q in iter_jsonl(directory / "qa.jsonl"):
+        p = people[q["person_id"]]
+        qa[q["person_id"]] += 1
+        if q["answer"] != p[q["attribute"]] or q["split"] != p["split"]:
+            problem(f"qa {q['person_id']}/{q['attribute']}: answer or split differs from people")
+        if p["full_name"] not in q["question"]:
+            problem(f"qa {q['person_id']}/{q['attribute']}: question lacks the full name")
+    if any(qa[pid] != len(ATTRIBUTES) for pid in people):
+        problem("some person does not have exactly six QA pairs")
+    stats = {
+        "people": len(people),
+        "bios": sum(entries.values()),
+        "names_per_bio": dict(sorted(name_counts.items())),
+        "splits": dict(splits),
+    }
+    return problems, stats

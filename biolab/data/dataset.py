@@ -1,0 +1,297 @@
+"""Build, write and load a dataset folder: people.jsonl, bios.jsonl, qa.jsonl, meta.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing as mp
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from biolab import __version__
+from biolab.data.bios import Bio, bio_rng, entries_per_person, render_bios_bioR, render_bios_bioS
+from biolab.data.people import ATTRIBUTES, DAYS, MONTHS, PRONOUNS, YEARS, Person, sample_people
+from biolab.data.pools import Pools, load_pools
+from biolab.data.qa import QA, qa_pairs
+from biolab.data.templates import STYLES, load_templates
+from biolab.errors import ConfigError, DataFileError
+from biolab.io import atomic_dir, write_json
+
+FORMAT_VERSION = 1
+FILES = ("people.jsonl", "bios.jsonl", "qa.jsonl")
+# Chunks are fixed in size and seeded by their index, so the bytes do not depend on `workers`.
+CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a dataset is; ``conf/data/*.yaml`` presets fill it."""
+
+    name: str = "bioS_single"
+    style: str = "bioS"
+    n_people: int = 100_000
+    seed: int = 0
+    multi: int = 1  # M template draws per person (multiM)
+    permute: int = 0  # 0: fixed order; P: each draw in P shuffled sentence orders
+    fullname: bool = False  # the full name in every sentence instead of the pronoun
+    couple: bool = False  # permute the three attribute pairs instead of single sentences
+    group: str = "main"
+    merge_prob: float = 0.5  # bioR: chance an attribute pair shares one sentence
+    max_fillers: int = 2  # bioR: 0..max neutral sentences per entry
+    connective_prob: float = 0.3  # bioR: chance of "Later," etc. before a sentence
+    pools: str | None = None  # a folder of custom pools (default: the paper's)
+    templates: str | None = None  # a folder of custom templates (default: the package's)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown data key(s) {unknown}; valid keys: {', '.join(fields)}")
+        for k, v in d.items():
+            want = fields[k].type
+            if v is None and "None" in str(want):
+                continue
+            ok = {
+                "int": isinstance(v, int) and not isinstance(v, bool),
+                "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+                "bool": isinstance(v, bool),
+            }.get(str(want).split(" ")[0], isinstance(v, str))
+            if not ok:
+                raise ConfigError(f"data.{k} must be {want}, got {v!r}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.style not in STYLES:
+            raise ConfigError(f"data.style must be one of {STYLES}, got {self.style!r}")
+        if self.n_people < 2:
+            raise ConfigError(f"data.n_people must be >= 2, got {self.n_people}")
+        if self.multi < 1:
+            raise ConfigError(f"data.multi must be >= 1, got {self.multi}")
+        if self.permute < 0:
+            raise ConfigError(f"data.permute must be >= 0, got {self.permute}")
+        if self.couple and self.permute < 1:
+            raise ConfigError("data.couple shuffles attribute pairs: it needs data.permute >= 1")
+        if self.style == "bioR" and (self.permute or self.couple):
+            raise ConfigError("bioR entries already vary their order: use permute=0, couple=false")
+        for k in ("merge_prob", "connective_prob"):
+            if not 0 <= getattr(self, k) <= 1:
+                raise ConfigError(f"data.{k} must be in [0, 1], got {getattr(self, k)}")
+        if self.max_fillers < 0:
+            raise ConfigError(f"data.max_fillers must be >= 0, got {self.max_fillers}")
+
+    @property
+    def entries_per_person(self) -> int:
+        return entries_per_person(self.multi, self.permute)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
+    """Pools and templates for ``cfg``; checks the population fits the name space."""
+    pools = load_pools(cfg.pools, check_sizes=cfg.pools is None)
+    if cfg.n_people > pools.n_names:
+        raise ConfigError(
+            f"data.n_people={cfg.n_people} exceeds the {pools.n_names} distinct full names"
+        )
+    return pools, load_templates(cfg.style, cfg.templates)
+
+
+def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=None) -> list[Bio]:
+    """The bios of one chunk of people (chunk index fixes the random stream)."""
+    if templates is None:
+        templates = load_templates(cfg.style, cfg.templates)
+    rng = bio_rng(cfg.seed, chunk)
+    if cfg.style == "bioS":
+        return render_bios_bioS(
+            people, templates, rng, cfg.multi, cfg.permute, cfg.fullname, cfg.couple
+        )
+    return render_bios_bioR(
+        people, templates, rng, cfg.multi, cfg.fullname,
+        cfg.merge_prob, cfg.max_fillers, cfg.connective_prob,
+    )  # fmt: skip
+
+
+def _chunks(people: list[Person]) -> list[tuple[int, list[Person]]]:
+    return [(c, people[s : s + CHUNK]) for c, s in enumerate(range(0, len(people), CHUNK))]
+
+
+@dataclass
+class Dataset:
+    """An in-memory dataset (small sizes, tests and notebooks)."""
+
+    config: DataConfig
+    people: list[Person]
+    bios: list[Bio]
+    qa: list = field(default_factory=list)
+
+
+def generate(cfg: DataConfig) -> Dataset:
+    """Everything in memory, single process; the same bytes as ``write_dataset``."""
+    pools, templates = load_sources(cfg)
+    people = sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
+    bios = [b for c, ps in _chunks(people) for b in render_chunk(cfg, ps, c, templates)]
+    return Dataset(cfg, people, bios, [q for p in people for q in qa_pairs(p)])
+
+
+def _chunk_job(args) -> tuple[str, list[int], list[int]]:
+    cfg, chunk, people = args
+    bios = render_chunk(cfg, people, chunk)
+    text = "".join(b.to_json() + "\n" for b in bios)
+    return text, [len(b.text) for b in bios], [b.text.count(" ") + 1 for b in bios]
+
+
+def bits_per_person(cfg: DataConfig, pools: Pools) -> dict:
+    """Knowledge per person at zero loss (paper 1.2 / Part 3.3): log2 of each choice."""
+    per = {
+        "birth_date": math.log2((YEARS[1] - YEARS[0] + 1) * len(MONTHS) * DAYS),
+        "birth_city": math.log2(len(pools.city)),
+        "university": math.log2(len(pools.university)),
+        "major": math.log2(len(pools.major)),
+        "company": math.log2(len(pools.company)),
+        "company_city": 0.0,  # a function of the company
+        "pronoun": math.log2(len(PRONOUNS)),
+    }
+    attrs = sum(per.values())
+    name = math.log2(pools.n_names / cfg.n_people)
+    return {
+        "per_attribute": {k: round(v, 4) for k, v in per.items()},
+        "attributes": round(attrs, 4),
+        "name": round(name, 4),
+        "total": round(attrs + name, 4),
+        "note": "paper's S0 counts 2 genders (47.6 bits); we draw 3 pronouns",
+    }
+
+
+def _length_stats(xs: list[int]) -> dict:
+    a = np.asarray(xs)
+    return {
+        "mean": round(float(a.mean()), 2),
+        "std": round(float(a.std()), 2),
+        "min": int(a.min()),
+        "p50": float(np.median(a)),
+        "max": int(a.max()),
+    }
+
+
+def write_dataset(
+    cfg: DataConfig, out: str | Path, overwrite: bool = False, workers: int = 1,
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """Generate and write the dataset folder atomically; return its meta.json content."""
+    cfg.validate()
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    pools, _ = load_sources(cfg)
+    with atomic_dir(out, overwrite) as tmp:
+        people = sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
+        digests = {f: hashlib.sha256() for f in FILES}
+
+        def emit(f, fh, text):
+            data = text.encode("utf-8")
+            digests[f].update(data)
+            fh.write(data)
+
+        with open(tmp / "people.jsonl", "wb") as f:
+            for s in range(0, len(people), CHUNK):
+                emit("people.jsonl", f, "".join(
+                    json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in people[s : s + CHUNK]
+                ))  # fmt: skip
+        n_qa = 0
+        with open(tmp / "qa.jsonl", "wb") as f:
+            for s in range(0, len(people), CHUNK):
+                qas = [q for p in people[s : s + CHUNK] for q in qa_pairs(p)]
+                n_qa += len(qas)
+                emit("qa.jsonl", f, "".join(q.to_json() + "\n" for q in qas))
+        chars: list[int] = []
+        words: list[int] = []
+        jobs = [(cfg, c, ps) for c, ps in _chunks(people)]
+        bar = tqdm(total=len(people), desc=f"bios {cfg.name}", unit="people", disable=not progress)
+        with open(tmp / "bios.jsonl", "wb") as f:
+            if workers == 1:
+                results = map(_chunk_job, jobs)
+                pool = None
+            else:
+                pool = mp.get_context("fork").Pool(workers)
+                results = pool.imap(_chunk_job, jobs)  # ordered: same bytes as one worker
+            try:
+                for (_, _, ps), (text, c, w) in zip(jobs, results):
+                    emit("bios.jsonl", f, text)
+                    chars += c
+                    words += w
+                    bar.update(len(ps))
+            finally:
+                if pool is not None:
+                    pool.terminate()
+        bar.close()
+        n_train = sum(p.split == "train" for p in people)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "biolab_version": __version__,
+            "config": cfg.to_dict(),
+            "attributes": list(ATTRIBUTES),
+            "counts": {
+                "people": len(people),
+                "train": n_train,
+                "test": len(people) - n_train,
+                "bios": len(chars),
+                "entries_per_person": cfg.entries_per_person,
+                "qa": n_qa,
+            },
+            "bits_per_person": bits_per_person(cfg, pools),
+            "bio_length": {"chars": _length_stats(chars), "words": _length_stats(words)},
+            "sha256": {f: d.hexdigest() for f, d in digests.items()},
+        }
+        write_json(tmp / "meta.json", meta)  # written last: its presence marks completeness
+    return meta
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / "meta.json"
+    if not path.is_file():
+        raise DataFileError(f"{directory}: not a biolab dataset (no meta.json)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataFileError(f"{path}: format_version {meta.get('format_version')} unsupported")
+    return meta
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def verify_dataset(directory: str | Path) -> dict:
+    """Check every file against the sha256 in meta.json; return meta."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    for name, want in meta["sha256"].items():
+        h = hashlib.sha256()
+        with open(directory / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want:
+            raise DataFileError(f"{directory / name}: sha256 mismatch (file changed or truncated)")
+    return meta
+
+
+def load_dataset(directory: str | Path, verify: bool = False) -> Dataset:
+    """Load a dataset folder into memory (for small datasets; stream bios with iter_jsonl)."""
+    directory = Path(directory)
+    meta = verify_dataset(directory) if verify else read_meta(directory)
+    cfg = DataConfig.from_dict(meta["config"])
+    people = [Person(**d) for d in iter_jsonl(directory / "people.jsonl")]
+    bios = [Bio(**d) for d in iter_jsonl(directory / "bios.jsonl")]
+    qa = [QA(**d) for d in iter_jsonl(directory / "qa.jsonl")]
+    return Dataset(cfg, people, bios, qa)

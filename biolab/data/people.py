@@ -1,0 +1,125 @@
+"""Sampling the synthetic population: unique full names and six uniformly drawn attributes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from biolab.data.pools import Pools
+from biolab.errors import ConfigError
+
+# The six attributes, in the paper's default sentence order.
+ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
+PRONOUNS = ("he", "she", "they")
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+YEARS = (1900, 2099)  # inclusive
+DAYS = 28  # days 1..28 keep every (month, day) valid
+
+# Independent random streams, so that e.g. the split never moves when names are re-drawn.
+STREAM_NAMES, STREAM_ATTRIBUTES, STREAM_SPLIT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    first_name: str
+    middle_name: str
+    last_name: str
+    full_name: str
+    pronoun: str
+    birth_date: str
+    birth_city: str
+    university: str
+    major: str
+    company: str
+    company_city: str
+    split: str
+    group: str = "main"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def value(self, attribute: str) -> str:
+        return getattr(self, attribute)
+
+    @property
+    def birth_month(self) -> str:
+        return self.birth_date.split(" ", 1)[0]
+
+
+def format_date(year: int, month: int, day: int) -> str:
+    """The paper's rendering, e.g. ``October 2, 1996`` (month is 1-based)."""
+    return f"{MONTHS[month - 1]} {day}, {year}"
+
+
+def _unique_name_codes(n: int, sizes: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """Rejection sampling: draw (first, middle, last) uniformly, keep the first of each duplicate."""
+    total = sizes[0] * sizes[1] * sizes[2]
+    codes = np.empty(0, dtype=np.int64)
+    while len(codes) < n:
+        need = n - len(codes)
+        # Expected duplicates are few unless n approaches the name space; oversample a little.
+        draw = max(int(need * (1 + 2 * n / total)) + 16, need)
+        fresh = rng.integers(0, total, size=draw, dtype=np.int64)
+        codes = np.concatenate([codes, fresh])
+        _, first = np.unique(codes, return_index=True)
+        codes = codes[np.sort(first)]
+    return codes[:n]
+
+
+def sample_people(n: int, seed: int, pools: Pools, group: str = "main") -> list[Person]:
+    """``n`` people with unique full names; attributes uniform; exactly half train, half test.
+
+    With odd ``n`` the test half has the extra person. The same (n, seed, pools) gives the same
+    people on any machine.
+    """
+    if n < 2:
+        raise ConfigError(f"n_people must be >= 2 (a train and a test person), got {n}")
+    if n > pools.n_names:
+        raise ConfigError(
+            f"n_people={n} exceeds the {pools.n_names} distinct full names the pools allow"
+        )
+    sizes = (len(pools.first_name), len(pools.middle_name), len(pools.last_name))
+    codes = _unique_name_codes(n, sizes, np.random.default_rng([seed, STREAM_NAMES]))
+    first, rest = np.divmod(codes, sizes[1] * sizes[2])
+    middle, last = np.divmod(rest, sizes[2])
+
+    rng = np.random.default_rng([seed, STREAM_ATTRIBUTES])
+    pronoun = rng.integers(0, len(PRONOUNS), n)
+    year = rng.integers(YEARS[0], YEARS[1] + 1, n)
+    month = rng.integers(1, 13, n)
+    day = rng.integers(1, DAYS + 1, n)
+    city = rng.integers(0, len(pools.city), n)
+    university = rng.integers(0, len(pools.university), n)
+    major = rng.integers(0, len(pools.major), n)
+    company = rng.integers(0, len(pools.company), n)
+
+    is_train = np.zeros(n, dtype=bool)
+    is_train[np.random.default_rng([seed, STREAM_SPLIT]).permutation(n)[: n // 2]] = True
+
+    people = []
+    for i in range(n):
+        f, m, la = pools.first_name[first[i]], pools.middle_name[middle[i]], pools.last_name[last[i]]
+        people.append(
+            Person(
+                id=i,
+                first_name=f,
+                middle_name=m,
+                last_name=la,
+                full_name=f"{f} {m} {la}",
+                pronoun=PRONOUNS[pronoun[i]],
+                birth_date=format_date(int(year[i]), int(month[i]), int(day[i])),
+                birth_city=pools.city[city[i]],
+                university=pools.university[university[i]],
+                major=pools.major[major[i]],
+                company=pools.company[company[i]],
+                company_city=pools.company_city[company[i]],
+                split="train" if is_train[i] else "test",
+                group=group,
+            )
+        )
+    return people

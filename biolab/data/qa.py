@@ -1,0 +1,63 @@
+"""The six questions per person (the paper's wording) and the QA text formats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+
+from biolab.data.people import ATTRIBUTES, Person
+from biolab.errors import DataFileError
+
+ANSWER_MARK = "Answer:"
+
+
+@lru_cache(maxsize=1)
+def questions() -> dict[str, str]:
+    """attribute -> question template with ``{name}``, read from package data."""
+    path = resources.files("biolab.data") / "questions.tsv"
+    out = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        attribute, sep, template = line.partition("\t")
+        if not sep or attribute not in ATTRIBUTES or template.count("{name}") != 1:
+            raise DataFileError(f"{path}:{i}: expected 'attribute<TAB>question with {{name}}'")
+        out[attribute] = template
+    if set(out) != set(ATTRIBUTES):
+        raise DataFileError(f"{path}: missing questions for {sorted(set(ATTRIBUTES) - set(out))}")
+    return out
+
+
+@dataclass(frozen=True)
+class QA:
+    person_id: int
+    attribute: str
+    question: str
+    answer: str
+    split: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def qa_pairs(person: Person) -> list[QA]:
+    """The person's six QA pairs, in attribute order; answers are the exact value strings."""
+    q = questions()
+    return [
+        QA(person.id, a, q[a].format(name=person.full_name), person.value(a), person.split)
+        for a in ATTRIBUTES
+    ]
+
+
+def format_prompt(question: str) -> str:
+    """The evaluation prompt: the model continues with `` {answer}.``"""
+    return f"{question} {ANSWER_MARK}"
+
+
+def format_qa(question: str, answer: str) -> str:
+    """A training example, ``{question} Answer: {answer}.``; a value that already ends in "."
+    (e.g. "Dow Inc.") is not given a second one."""
+    end = "" if answer.endswith(".") else "."
+    return f"{format_prompt(question)} {answer}{end}"

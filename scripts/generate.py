@@ -1,0 +1,24 @@
+"""Write a dataset folder: python scripts/generate.py data=<preset> data.n_people=N out=DIR."""
+
+import time
+
+from omegaconf import OmegaConf
+
+from biolab.cli import hydra_main
+from biolab.data.dataset import DataConfig, write_dataset
+from biolab.data.summary import summarize
+from biolab.errors import ConfigError
+
+
+@hydra_main("generate")
+def main(cfg) -> None:
+    if OmegaConf.is_missing(cfg, "out"):
+        raise ConfigError("out=DIR is required (the dataset folder to write)")
+    data = DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
+    start = time.perf_counter()
+    meta = write_dataset(data, cfg.out, cfg.overwrite, cfg.workers, cfg.progress)
+    print(summarize(cfg.out, meta, seconds=time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    main()
