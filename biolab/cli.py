@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,7 @@ def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_D
 def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Raise BiolabError naming the valid choices for an unknown preset or key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     args = [a for a in args if not a.startswith("-")]
     try:
@@ -50,22 +51,33 @@ def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR
         if key in groups:
             for v in values:
                 if str(v) not in groups[key]:
-                    raise BiolabError(
-                        f"unknown {key} preset {v!r}; choose from: {', '.join(groups[key])}"
-                    )
+                    raise BiolabError(f"unknown {key} preset {v!r}; choose from: {', '.join(groups[key])}")
             chosen.append(f"{key}={values[0]}")
     base = compose(config_name, chosen, conf_dir)
-    sentinel = object()
     for o in parsed:
         key = o.key_or_group
         if key in groups or key.startswith("hydra.") or o.is_add() or o.is_delete():
             continue
-        if OmegaConf.select(base, key, default=sentinel) is sentinel:
-            parent, _, _ = key.rpartition(".")
-            node = OmegaConf.select(base, parent) if parent else base
-            valid = ", ".join(node.keys()) if hasattr(node, "keys") else "(none)"
+        parent, _, last = key.rpartition(".")
+        node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base
+        keys = list(node.keys()) if isinstance(node, DictConfig) else []
+        if last not in keys:  # `in node` would be False for a mandatory (???) key
             where = f"under {parent}" if parent else "at top level"
-            raise BiolabError(f"unknown key {key!r}; valid keys {where}: {valid}")
+            raise BiolabError(f"unknown key {key!r}; valid keys {where}: {', '.join(keys)}")
+
+
+def usage(config_name: str, doc: str, overrides: list[str] = ()) -> str:
+    """``--help``: what the script does, the presets of each group, and the composed config."""
+    from omegaconf import OmegaConf
+
+    check_overrides(config_name, overrides)
+    cfg = compose(config_name, overrides)
+    groups = "\n".join(f"  {g}: {', '.join(opts)}" for g, opts in config_groups().items())
+    return (
+        f"{doc.strip()}\n\nPresets (group=option):\n{groups}\n\n"
+        f"Config (override any key with key=value):\n{OmegaConf.to_yaml(cfg)}"
+        "Hydra's own flags: --hydra-help"
+    )
 
 
 def hydra_main(config_name: str) -> Callable:
@@ -79,9 +91,15 @@ def hydra_main(config_name: str) -> Callable:
 
         @functools.wraps(fn)
         def entry() -> None:
+            args = sys.argv[1:]
             try:
-                if not any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
-                    check_overrides(config_name, sys.argv[1:])
+                if "--help" in args or "-h" in args:
+                    print(
+                        usage(config_name, inspect.cleandoc(fn.__doc__ or ""), [a for a in args if "=" in a])
+                    )
+                    return
+                if "--hydra-help" not in args:
+                    check_overrides(config_name, args)
             except BiolabError as err:
                 _die(err)
             wrapped()

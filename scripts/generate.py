@@ -12,6 +12,11 @@ from biolab.errors import ConfigError
 
 @hydra_main("generate")
 def main(cfg) -> None:
+    """Write a biolab dataset folder: people.jsonl, bios.jsonl, qa.jsonl, meta.json.
+
+    python scripts/generate.py data=<preset> data.n_people=N data.seed=S out=DIR [overwrite=true]
+    Same config and seed give the same bytes; `workers=K` renders in K processes (same bytes).
+    """
     if OmegaConf.is_missing(cfg, "out"):
         raise ConfigError("out=DIR is required (the dataset folder to write)")
     data = DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))

@@ -7,8 +7,10 @@ import pytest
 from biolab.data.people import ATTRIBUTES, PRONOUNS, format_date, sample_people
 from biolab.errors import ConfigError
 
-DATE = re.compile(r"^(January|February|March|April|May|June|July|August|September|October"
-                  r"|November|December) ([1-9]|1\d|2[0-8]), (19\d\d|20\d\d)$")
+DATE = re.compile(
+    r"^(January|February|March|April|May|June|July|August|September|October"
+    r"|November|December) ([1-9]|1\d|2[0-8]), (19\d\d|20\d\d)$"
+)
 
 
 def test_format_date_matches_paper():
@@ -21,7 +23,7 @@ def test_people_are_unique_valid_and_split_in_half(pools):
     assert len({p.full_name for p in people}) == 2001
     split = Counter(p.split for p in people)
     assert split == {"train": 1000, "test": 1001}
-    hq = dict(zip(pools.company, pools.company_city))
+    hq = dict(zip(pools.company, pools.company_city, strict=True))
     for p in people:
         assert p.full_name == f"{p.first_name} {p.middle_name} {p.last_name}"
         assert DATE.match(p.birth_date), p.birth_date
@@ -50,8 +52,12 @@ def test_same_seed_same_people_other_seed_different(pools):
 
 
 def test_rejection_sampling_fills_a_tiny_name_space(pools):
-    tiny = replace(pools, first_name=pools.first_name[:2], middle_name=pools.middle_name[:2],
-                   last_name=pools.last_name[:3])
+    tiny = replace(
+        pools,
+        first_name=pools.first_name[:2],
+        middle_name=pools.middle_name[:2],
+        last_name=pools.last_name[:3],
+    )
     people = sample_people(12, 0, tiny)  # every one of the 12 possible names
     assert len({p.full_name for p in people}) == 12
     with pytest.raises(ConfigError, match="exceeds the 12 distinct full names"):

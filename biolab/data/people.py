@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Person:
     group: str = "main"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)  # field order; dataclasses.asdict deep-copies and is 5x slower
 
     def value(self, attribute: str) -> str:
         return getattr(self, attribute)
@@ -80,9 +80,7 @@ def sample_people(n: int, seed: int, pools: Pools, group: str = "main") -> list[
     if n < 2:
         raise ConfigError(f"n_people must be >= 2 (a train and a test person), got {n}")
     if n > pools.n_names:
-        raise ConfigError(
-            f"n_people={n} exceeds the {pools.n_names} distinct full names the pools allow"
-        )
+        raise ConfigError(f"n_people={n} exceeds the {pools.n_names} distinct full names the pools allow")
     sizes = (len(pools.first_name), len(pools.middle_name), len(pools.last_name))
     codes = _unique_name_codes(n, sizes, np.random.default_rng([seed, STREAM_NAMES]))
     first, rest = np.divmod(codes, sizes[1] * sizes[2])

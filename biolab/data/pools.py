@@ -85,9 +85,7 @@ def load_pools(directory: str | Path | None = None, check_sizes: bool = True) ->
     for i, line in enumerate(values["company"], 1):
         name, sep, city = line.partition("; ")
         if not sep or not name or not _CITY.match(city):
-            raise DataFileError(
-                f"{root / FILES['company']}:{i}: expected 'Company; City, ST', got {line!r}"
-            )
+            raise DataFileError(f"{root / FILES['company']}:{i}: expected 'Company; City, ST', got {line!r}")
         companies.append(name)
         hq.append(city)
     values["company"] = companies

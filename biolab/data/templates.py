@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -33,8 +33,9 @@ CONNECTIVES = "connectives"
 
 _TOKEN = re.compile(r"\{([^{}\[\]]*)\}|\[([^{}\[\]|]*)\|([^{}\[\]|]*)\]")
 
-# Compiled piece kinds: a literal string, the person's full name, or an attribute value.
-LIT, NAME, VALUE = 0, 1, 2
+# A compiled sentence is ``(head, ((slot, tail), ...))``: literal text, then each slot followed
+# by the literal after it. ``slot`` is an attribute name, or NAME for the full name.
+NAME = ""
 
 
 @dataclass(frozen=True)
@@ -50,36 +51,36 @@ class Template:
     def subject_first(self) -> bool:
         return self.tokens[0] == ("slot", "subject")
 
-    def compile(self, pronoun: str, use_name: bool, lead: bool) -> tuple[tuple[int, str], ...]:
-        """Pieces for one subject choice; ``lead``: the sentence starts the text (capitalise)."""
+    def compile(self, pronoun: str, use_name: bool, lead: bool) -> tuple:
+        """The sentence for one subject choice; ``lead``: it starts the text (capitalise)."""
         return _compile(self, pronoun, use_name, lead)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compile(t: Template, pronoun: str, use_name: bool, lead: bool) -> tuple:
     forms = PRONOUN_FORMS[pronoun]
     plural = pronoun == "they" and not use_name
-    pieces: list[tuple[int, str]] = []
-
-    def lit(s: str) -> None:
-        if pieces and pieces[-1][0] == LIT:
-            pieces[-1] = (LIT, pieces[-1][1] + s)
-        else:
-            pieces.append((LIT, s))
-
+    head, slots, text = None, [], []  # text: the literal being built
     for i, tok in enumerate(t.tokens):
         if tok[0] == "lit":
-            lit(tok[1])
+            text.append(tok[1])
         elif tok[0] == "verb":
-            lit(tok[2] if plural else tok[1])
-        elif tok[1] == "subject" and use_name:
-            pieces.append((NAME, ""))
-        elif tok[1] in forms:
+            text.append(tok[2] if plural else tok[1])
+        elif tok[1] in forms and not (tok[1] == "subject" and use_name):
             word = forms[tok[1]]
-            lit(word[0].upper() + word[1:] if i == 0 and lead else word)
+            text.append(word[0].upper() + word[1:] if i == 0 and lead else word)
         else:
-            pieces.append((VALUE, tok[1]))
-    return tuple(pieces)
+            slot = NAME if tok[1] == "subject" else tok[1]
+            if head is None:
+                head = "".join(text)
+            else:
+                slots[-1] = (slots[-1][0], "".join(text))
+            slots.append((slot, ""))
+            text = []
+    if head is None:  # no slot at all (a filler with a pronoun subject)
+        return "".join(text), ()
+    slots[-1] = (slots[-1][0], "".join(text))
+    return head, tuple(slots)
 
 
 def parse_template(text: str, attributes: tuple[str, ...], source: str, style: str) -> Template:

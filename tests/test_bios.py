@@ -1,0 +1,167 @@
+import json
+import re
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from biolab.data.bios import PAIRS, render_bio, render_bios_bioR, render_bios_bioS
+from biolab.data.people import ATTRIBUTES, sample_people
+
+
+@pytest.fixture(scope="module")
+def people(pools):
+    return sample_people(60, seed=1, pools=pools)
+
+
+def rng():
+    return np.random.default_rng(0)
+
+
+def attribute_order(bio):
+    return sorted(ATTRIBUTES, key=lambda a: bio.spans[a][0])
+
+
+def sentences(text, person=None):
+    """Split at ". X"; values such as "St. Louis, MO" are masked first."""
+    if person is not None:
+        for a in ATTRIBUTES:
+            v = person.value(a)
+            text = text.replace(v, "<V>." if v.endswith(".") else "<V>")
+    return re.split(r"(?<=\.) (?=[A-Z])", text)
+
+
+def assert_sound(bio, person, fullname):
+    for a in ATTRIBUTES:
+        s, e = bio.spans[a]
+        assert bio.text[s:e] == person.value(a)
+    assert all(bio.text[s:e] == person.full_name for s, e in bio.spans["name"])
+    assert bio.text.count(person.full_name) == len(bio.spans["name"])
+    assert bio.text.startswith(person.full_name)
+    if fullname:
+        assert len(bio.spans["name"]) == len(sentences(bio.text, person))
+    else:
+        assert len(bio.spans["name"]) == 1
+
+
+@pytest.mark.parametrize("fullname", [False, True])
+def test_single_has_six_sentences_in_the_paper_order(people, bioS_templates, fullname):
+    bios = render_bios_bioS(people, bioS_templates, rng(), fullname=fullname)
+    assert len(bios) == len(people)
+    for bio, person in zip(bios, people, strict=True):
+        assert_sound(bio, person, fullname)
+        assert attribute_order(bio) == list(ATTRIBUTES)
+        assert len(sentences(bio.text, person)) == 6
+        assert len(bio.spans["name"]) == (6 if fullname else 1)
+
+
+def test_permute_reorders_the_same_sentences(people, bioS_templates):
+    bios = render_bios_bioS(people, bioS_templates, rng(), permute=5)
+    assert [b.entry for b in bios[:5]] == [0, 1, 2, 3, 4]
+    orders = set()
+    for i, person in enumerate(people):
+        entries = bios[5 * i : 5 * i + 5]
+        # the same six sentences in each copy (for he/she the name and pronoun take one verb form)
+        pronoun = person.pronoun.capitalize()
+        masked = [
+            sorted(s.replace(person.full_name, pronoun) for s in sentences(b.text, person)) for b in entries
+        ]
+        if person.pronoun == "they":
+            masked = [len(m) for m in masked]
+        assert all(m == masked[0] for m in masked)
+        for b in entries:
+            assert_sound(b, person, False)
+            orders.add(tuple(attribute_order(b)))
+    assert len(orders) > 50
+
+
+def test_multi_resamples_templates_and_keeps_order(people, bioS_templates):
+    bios = render_bios_bioS(people, bioS_templates, rng(), multi=5)
+    differ = 0
+    for i, person in enumerate(people):
+        entries = bios[5 * i : 5 * i + 5]
+        differ += len({b.text for b in entries}) == 5
+        for b in entries:
+            assert_sound(b, person, False)
+            assert attribute_order(b) == list(ATTRIBUTES)
+    assert differ == len(people)
+
+
+def test_multi_permute_fullname(people, bioS_templates):
+    bios = render_bios_bioS(people, bioS_templates, rng(), multi=2, permute=1, fullname=True)
+    assert len(bios) == 2 * len(people)
+    for i, b in enumerate(bios):
+        assert_sound(b, people[i // 2], True)
+        assert len(b.spans["name"]) == 6
+    assert len({tuple(attribute_order(b)) for b in bios}) > 10
+
+
+def test_couple_keeps_pairs_together(people, bioS_templates):
+    bios = render_bios_bioS(people, bioS_templates, rng(), permute=2, couple=True)
+    seen = set()
+    for b in bios:
+        order = attribute_order(b)
+        pairs = [tuple(order[k : k + 2]) for k in (0, 2, 4)]
+        assert sorted(pairs) == sorted(PAIRS)
+        seen.add(tuple(pairs))
+    assert len(seen) == 6  # all 3! pair orders occur
+
+
+def test_value_ending_in_a_period_gets_no_second_one(people, bioS_templates):
+    person = replace(people[0], company="Dow Inc.", company_city="Midland, MI")
+    bio = render_bio(person, [bioS_templates[a][0] for a in ATTRIBUTES])
+    assert ".." not in bio.text and "Dow Inc." in bio.text
+    assert_sound(bio, person, False)
+
+
+def test_bioS_shows_at_least_45_sentence_shapes_per_attribute(pools, bioS_templates):
+    many = sample_people(2000, seed=0, pools=pools)
+    bios = render_bios_bioS(many, bioS_templates, rng())
+    shapes = {a: set() for a in ATTRIBUTES}
+    for b, p in zip(bios, many, strict=True):
+        for s in re.split(r"(?<=\.) (?=[A-Z][a-z]* )", b.text):
+            for a in ATTRIBUTES:
+                if p.value(a) in s:
+                    masked = s.replace(p.value(a), "<V>").replace(p.full_name, "<N>")
+                    masked = re.sub(
+                        r"\b(he|she|they|his|her|their|him|them|himself|herself|"
+                        r"themselves)\b",
+                        "<P>",
+                        masked,
+                        flags=re.I,
+                    )
+                    masked = re.sub(r"\b(was|were|is|are|has|have|\w+s)\b", "<VERB>", masked)
+                    shapes[a].add(masked)
+                    break
+    for a in ATTRIBUTES:
+        assert len(shapes[a]) >= 45, (a, len(shapes[a]))
+
+
+@pytest.mark.parametrize("fullname", [False, True])
+def test_bioR_entries_are_freer_but_sound(people, bioR_templates, fullname):
+    bios = render_bios_bioR(people, bioR_templates, rng(), multi=3, fullname=fullname)
+    assert len(bios) == 3 * len(people)
+    n_sentences, orders, connective = Counter(), set(), 0
+    for i, b in enumerate(bios):
+        assert_sound(b, people[i // 3], fullname)
+        n_sentences[len(sentences(b.text, people[i // 3]))] += 1
+        orders.add(tuple(attribute_order(b)))
+        connective += any(s.split(",")[0] + "," in bioR_templates.connectives for s in sentences(b.text))
+    assert len(n_sentences) >= 4  # merged clauses and fillers vary the length
+    assert len(orders) > 30 and connective > 0
+
+
+def test_bioR_without_merges_or_fillers_has_six_sentences(people, bioR_templates):
+    bios = render_bios_bioR(people, bioR_templates, rng(), merge_prob=0.0, max_fillers=0)
+    assert all(len(sentences(b.text, p)) == 6 for b, p in zip(bios, people, strict=True))
+
+
+def test_hand_written_json_equals_json_dumps(people, bioS_templates):
+    person = replace(
+        people[0], university="University of Puerto Rico at Mayagüez", major='Say "Hi"\\ Studies'
+    )
+    bio = render_bio(person, [bioS_templates[a][3] for a in ATTRIBUTES], fullname=True)
+    bio.entry = 4
+    expected = {"person_id": bio.person_id, "entry": 4, "text": bio.text, "spans": bio.spans}
+    assert bio.to_json() == json.dumps(expected, ensure_ascii=False)

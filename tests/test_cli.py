@@ -1,0 +1,75 @@
+"""The shipped Hydra configs and the one-line errors of the entry points."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from biolab.cli import CONF_DIR, check_overrides, compose, config_groups
+from biolab.data.dataset import DataConfig
+from biolab.errors import BiolabError
+
+FIG3 = [
+    "bioS_single", "bioS_single_fullname", "bioS_single_permute1", "bioS_single_permute2",
+    "bioS_single_permute5", "bioS_single_permute1_fullname", "bioS_single_permute2_fullname",
+    "bioS_single_permute5_fullname", "bioS_multi2", "bioS_multi2_fullname", "bioS_multi2_permute",
+    "bioS_multi2_permute_fullname", "bioS_multi5", "bioS_multi5_fullname", "bioS_multi5_permute",
+    "bioS_multi5_permute_fullname",
+]  # fmt: skip
+OTHERS = ["bioS_couple2", "bioR_single", "bioR_single_fullname", "bioR_multi5", "bioR_multi5_fullname"]
+
+
+def test_every_shipped_yaml_parses():
+    files = sorted(CONF_DIR.rglob("*.yaml"))
+    assert len(files) >= 23
+    for f in files:
+        OmegaConf.load(f)
+
+
+def test_data_presets_are_exactly_the_papers_datasets():
+    assert sorted(config_groups()["data"]) == sorted(FIG3 + OTHERS)
+
+
+@pytest.mark.parametrize("preset", FIG3 + OTHERS)
+def test_every_data_preset_composes_to_a_valid_config(preset):
+    cfg = compose("generate", [f"data={preset}"])
+    data = DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
+    assert data.name == preset and data.n_people == 100_000 and data.seed == 0
+    assert data.fullname == preset.endswith("_fullname")
+    assert data.style == preset[:4]
+
+
+@pytest.mark.parametrize(
+    ("preset", "entries", "permute", "multi"),
+    [
+        ("bioS_single", 1, 0, 1),
+        ("bioS_single_permute1", 1, 1, 1),
+        ("bioS_single_permute5_fullname", 5, 5, 1),
+        ("bioS_multi2", 2, 0, 2),
+        ("bioS_multi5_permute", 5, 1, 5),
+        ("bioS_couple2", 2, 2, 1),
+        ("bioR_multi5", 5, 0, 5),
+    ],
+)
+def test_preset_semantics(preset, entries, permute, multi):
+    data = DataConfig.from_dict(OmegaConf.to_container(compose("generate", [f"data={preset}"]).data))
+    assert (data.entries_per_person, data.permute, data.multi) == (entries, permute, multi)
+    assert data.couple == (preset == "bioS_couple2")
+
+
+def test_good_overrides_pass():
+    check_overrides("generate", ["data=bioS_multi5", "data.n_people=10", "out=x", "-m"])
+    check_overrides("generate", ["data=bioS_single,bioR_single", "+extra=1", "hydra.verbose=true"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data=bioS_mult5"], r"unknown data preset 'bioS_mult5'; choose from: bioR_multi5, "),
+        (["data=bioS_single,nope"], "unknown data preset 'nope'"),
+        (["data.mutli=5"], r"unknown key 'data.mutli'; valid keys under data: name, style, "),
+        (["outt=x"], "unknown key 'outt'; valid keys at top level: data, out, overwrite"),
+        (["data.n_people=="], "cannot parse overrides"),
+    ],
+)
+def test_bad_overrides_name_the_valid_choices(args, message):
+    with pytest.raises(BiolabError, match=message):
+        check_overrides("generate", args)

@@ -1,0 +1,130 @@
+import json
+
+import pytest
+
+from biolab.data import dataset as dataset_mod
+from biolab.data.dataset import (
+    DataConfig,
+    generate,
+    load_dataset,
+    read_meta,
+    verify_dataset,
+    write_dataset,
+)
+from biolab.errors import ConfigError, DataFileError
+
+
+def write(tmp_path, name="d", **kw):
+    cfg = DataConfig(**{"n_people": 50, **kw})
+    out = tmp_path / name
+    meta = write_dataset(cfg, out, progress=False)
+    return out, meta
+
+
+def test_dataset_folder_contents(tmp_path):
+    out, meta = write(tmp_path, multi=2, permute=1)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bios.jsonl", "meta.json", "people.jsonl", "qa.jsonl",
+    ]  # fmt: skip
+    assert meta == read_meta(out) == verify_dataset(out)
+    assert meta["counts"] == {
+        "people": 50, "train": 25, "test": 25, "bios": 100, "entries_per_person": 2, "qa": 300,
+    }  # fmt: skip
+    person = json.loads((out / "people.jsonl").read_text().splitlines()[0])
+    assert list(person) == [
+        "id", "first_name", "middle_name", "last_name", "full_name", "pronoun", "birth_date",
+        "birth_city", "university", "major", "company", "company_city", "split", "group",
+    ]  # fmt: skip
+    bio = json.loads((out / "bios.jsonl").read_text().splitlines()[0])
+    assert list(bio) == ["person_id", "entry", "text", "spans"]
+    assert list(bio["spans"]) == [
+        "birth_date", "birth_city", "university", "major", "company", "company_city", "name",
+    ]  # fmt: skip
+    qa = json.loads((out / "qa.jsonl").read_text().splitlines()[0])
+    assert list(qa) == ["person_id", "attribute", "question", "answer", "split"]
+    bits = meta["bits_per_person"]
+    assert bits["per_attribute"]["birth_date"] == pytest.approx(16.04, abs=0.01)
+    assert bits["name"] == pytest.approx(21.61, abs=0.01)  # log2(1.6e8 / 50)
+    assert meta["bio_length"]["words"]["mean"] > 30
+
+
+def test_load_roundtrip_equals_in_memory_generation(tmp_path):
+    out, _ = write(tmp_path, style="bioR", multi=2)
+    loaded = load_dataset(out, verify=True)
+    fresh = generate(loaded.config)
+    assert loaded.people == fresh.people
+    assert [b.to_json() for b in loaded.bios] == [b.to_json() for b in fresh.bios]
+    assert loaded.qa == fresh.qa
+
+
+def test_same_seed_same_bytes_any_workers_other_seed_differs(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset_mod, "CHUNK", 16)  # several chunks even for a small population
+    cfg = DataConfig(n_people=100, multi=2, permute=1, fullname=True)
+    a = write_dataset(cfg, tmp_path / "a", progress=False, workers=1)
+    b = write_dataset(cfg, tmp_path / "b", progress=False, workers=2)
+    assert a["sha256"] == b["sha256"]
+    for f in ("people.jsonl", "bios.jsonl", "qa.jsonl", "meta.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    c = write_dataset(
+        DataConfig(n_people=100, multi=2, permute=1, fullname=True, seed=1), tmp_path / "c", progress=False
+    )
+    assert all(c["sha256"][f] != a["sha256"][f] for f in a["sha256"])
+
+
+def test_existing_output_is_never_silently_overwritten(tmp_path):
+    out, meta = write(tmp_path)
+    before = (out / "bios.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="not empty; pass overwrite=true"):
+        write_dataset(DataConfig(n_people=50, seed=5), out, progress=False)
+    assert (out / "bios.jsonl").read_bytes() == before
+    meta2 = write_dataset(DataConfig(n_people=50, seed=5), out, overwrite=True, progress=False)
+    assert meta2["sha256"] != meta["sha256"] and read_meta(out) == meta2
+
+
+def test_a_killed_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset_mod, "_chunk_job", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(DataConfig(n_people=50), tmp_path / "d", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tampering_is_detected(tmp_path):
+    out, _ = write(tmp_path)
+    with open(out / "bios.jsonl", "a") as f:
+        f.write("{}\n")
+    with pytest.raises(DataFileError, match="sha256 mismatch"):
+        verify_dataset(out)
+    with pytest.raises(DataFileError, match="not a biolab dataset"):
+        read_meta(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"n_people": 1}, "n_people must be >= 2"),
+        ({"n_people": 160_000_001}, "exceeds the 160000000 distinct full names"),
+        ({"multi": 0}, "multi must be >= 1"),
+        ({"permute": -1}, "permute must be >= 0"),
+        ({"couple": True}, "needs data.permute >= 1"),
+        ({"style": "bioR", "permute": 2}, "bioR entries already vary their order"),
+        ({"style": "bioX"}, "style must be one of"),
+        ({"merge_prob": 1.5}, r"merge_prob must be in \[0, 1\]"),
+    ],
+)
+def test_bad_config_fails_before_any_work(tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        write_dataset(DataConfig(**{"n_people": 10, **kw}), tmp_path / "d", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_dict_names_valid_keys_and_types():
+    with pytest.raises(ConfigError, match=r"unknown data key\(s\) \['mutli'\]; valid keys: name"):
+        DataConfig.from_dict({"mutli": 2})
+    with pytest.raises(ConfigError, match="data.multi must be int"):
+        DataConfig.from_dict({"multi": "five"})
+    with pytest.raises(ConfigError, match="data.fullname must be bool"):
+        DataConfig.from_dict({"fullname": 1})
+    assert DataConfig.from_dict({"multi": 5, "merge_prob": 1}).entries_per_person == 5

@@ -1,0 +1,75 @@
+"""The command-line entry points, run as a user runs them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from biolab.data.check import check_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]],
+        capture_output=True, text=True, cwd=cwd or ROOT, timeout=300,
+    )  # fmt: skip
+
+
+def test_generate_writes_a_sound_dataset_and_prints_a_summary(tmp_path):
+    out = tmp_path / "data"
+    r = run(
+        "generate.py",
+        "data=bioS_multi2_permute_fullname",
+        "data.n_people=40",
+        "data.seed=3",
+        f"out={out}",
+        "progress=false",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "people   40 (20 train / 20 test)" in r.stdout and "bios     80" in r.stdout
+    problems, stats = check_dataset(out)
+    assert problems == [] and stats["bios"] == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no hydra outputs/ etc.
+
+
+def test_help_lists_presets():
+    r = run("generate.py", "--help")
+    assert r.returncode == 0
+    assert "bioS_multi5_permute_fullname" in r.stdout and "bioR_single" in r.stdout
+    assert "_base" not in r.stdout and "out: ???" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data=nope"], "unknown data preset 'nope'; choose from:"),
+        (["data.mutli=2"], "unknown key 'data.mutli'; valid keys under data:"),
+        (["data.n_people=1"], "data.n_people must be >= 2"),
+        (["data.n_people=200000000"], "exceeds the 160000000 distinct full names"),
+        (["data.multi=0"], "data.multi must be >= 1"),
+        ([], "out=DIR is required"),
+    ],
+)
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "data"
+    extra = [] if not args else [f"out={out}"]
+    r = run("generate.py", *args, *extra, "progress=false", cwd=tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr
+    assert message in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_empty_out_is_kept_without_overwrite(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep")
+    r = run("generate.py", "data.n_people=10", f"out={out}", "progress=false")
+    assert r.returncode != 0 and "pass overwrite=true" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    r = run("generate.py", "data.n_people=10", f"out={out}", "overwrite=true", "progress=false")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "precious.txt").exists() and (out / "meta.json").exists()
