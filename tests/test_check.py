@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from biolab.data.check import agreement_errors, check_dataset
+from biolab.data.check import agreement_errors, check_dataset, count_sentences, mask_values
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.io import write_json
 
@@ -51,3 +51,10 @@ def test_agreement_errors():
         "They was", "She were", "He have", "They has",
     ]  # fmt: skip
     assert agreement_errors("They were born. She was there. The hedge was trimmed.") == []
+
+
+def test_sentence_count_masks_values_by_span_not_by_string():
+    text = "Kiara Lee Hibbert worked for Kia. Kiara Lee Hibbert was born in St. Louis, MO."
+    spans = {"company": [29, 32], "birth_city": [64, 77], "name": [[0, 17], [34, 51]]}
+    assert mask_values(text, spans) == "Kiara Lee Hibbert worked for <V>. Kiara Lee Hibbert was born in <V>."
+    assert count_sentences(text, spans) == 2

@@ -21,11 +21,17 @@ def agreement_errors(text: str) -> list[str]:
     return [m.group(0) for m in _BAD.finditer(text)]
 
 
-def count_sentences(text: str, values: list[str]) -> int:
-    """Sentences end at ". " before an upper-case letter; values ("St. Louis, MO") are masked."""
-    for v in values:
-        text = text.replace(v, "<V>." if v.endswith(".") else "<V>")
-    return len(re.findall(r"\.(?= [A-Z])", text)) + 1
+def mask_values(text: str, spans: dict) -> str:
+    """Replace each attribute value by "<V>" (keeping a final ".") using its span: values such
+    as "St. Louis, MO" hold periods, and a value may occur inside a name ("Kia" in "Kiara")."""
+    for s, e in sorted((v for k, v in spans.items() if k != "name"), reverse=True):
+        text = text[:s] + ("<V>." if text[e - 1] == "." else "<V>") + text[e:]
+    return text
+
+
+def count_sentences(text: str, spans: dict) -> int:
+    """Sentences end at ". " before an upper-case letter, once the values are masked."""
+    return len(re.findall(r"\.(?= [A-Z])", mask_values(text, spans))) + 1
 
 
 def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[str], dict]:
@@ -69,7 +75,7 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         if not text.startswith(p["full_name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
         if cfg["fullname"]:
-            n_sent = count_sentences(text, [p[a] for a in ATTRIBUTES])
+            n_sent = count_sentences(text, spans)
             if n_name != n_sent:
                 problem(f"bio {b['person_id']}/{b['entry']}: {n_name} names in {n_sent} sentences")
         elif n_name != 1:
