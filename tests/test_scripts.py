@@ -1,5 +1,6 @@
 """The command-line entry points, run as a user runs them."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,10 @@ def test_a_non_empty_out_is_kept_without_overwrite(tmp_path):
     r = run("generate.py", "data.n_people=10", f"out={out}", "overwrite=true", "progress=false")
     assert r.returncode == 0, r.stderr
     assert not (out / "precious.txt").exists() and (out / "meta.json").exists()
+
+
+def test_bench_runs_and_reports_json():
+    r = run("bench.py", "--data", "bioR_single", "--n-people", "50")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["bios"] == 50 and result["seconds"] > 0 and result["peak_rss_mb"]["self"] > 0
