@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from biolab import __version__
+from biolab.config import from_dict
 from biolab.data.bios import Bio, bio_rng, entries_per_person, render_bios_bioR, render_bios_bioS
 from biolab.data.people import ATTRIBUTES, DAYS, MONTHS, PRONOUNS, YEARS, Person, sample_people
 from biolab.data.pools import Pools, load_pools
@@ -50,24 +51,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown data key(s) {unknown}; valid keys: {', '.join(fields)}")
-        for k, v in d.items():
-            want = fields[k].type
-            if v is None and "None" in str(want):
-                continue
-            ok = {
-                "int": isinstance(v, int) and not isinstance(v, bool),
-                "float": isinstance(v, (int, float)) and not isinstance(v, bool),
-                "bool": isinstance(v, bool),
-            }.get(str(want).split(" ")[0], isinstance(v, str))
-            if not ok:
-                raise ConfigError(f"data.{k} must be {want}, got {v!r}")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return from_dict(cls, d, "data")
 
     def validate(self) -> None:
         if self.style not in STYLES:
