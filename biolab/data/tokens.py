@@ -1,0 +1,260 @@
+"""Tokenizer (train a byte-level BPE on our corpus, or load a local one) and the tokenized corpus:
+flat token ids in a memmap plus, per bio, its offsets and the token positions of every attribute.
+
+Corpus folder layout (``tokenize_dataset``):
+    bios.bin      flat token ids of all bios, no separators (uint16 when the vocab fits)
+    bios.npz      offsets (n+1), person_id, entry, split (1 = train), attr (n, 6, 2), name (n, 2):
+                  attr[i, k] = [first token, end token) of attribute k inside bio i
+    qa.bin/.npz   the six QA texts of every person, offsets, person_id, attribute, split,
+                  answer = index of the first answer token inside each QA text
+    tokenizer/    the tokenizer (AutoTokenizer.from_pretrained loads it)
+    meta.json     counts, dtype, special ids, tokens per bio statistics
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from biolab.data.dataset import iter_jsonl, read_meta
+from biolab.data.people import ATTRIBUTES
+from biolab.data.qa import format_prompt, format_qa
+from biolab.errors import ConfigError, DataFileError
+from biolab.io import atomic_dir, write_json
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+BATCH = 8192
+
+
+def train_tokenizer(texts, vocab_size: int):
+    """A byte-level BPE trained on ``texts`` with EOS (also BOS) and PAD, as an HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 260:
+        raise ConfigError(f"tokenizer vocab_size must be >= 260 (256 bytes + specials), got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD)
+
+
+def load_tokenizer(path: str | Path):
+    """A local tokenizer: a folder (``save_pretrained`` layout) or a ``tokenizer.json`` file.
+
+    Never touches a hub. A tokenizer without PAD gets PAD = EOS (GPT-2's has no PAD)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if path.is_dir():
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    elif path.is_file() and path.suffix == ".json":
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    else:
+        raise ConfigError(f"tokenizer path {path} is neither a tokenizer folder nor a tokenizer.json")
+    if tok.eos_token is None:
+        if EOS not in tok.get_vocab():
+            raise ConfigError(f"tokenizer {path} has no EOS token (expected {EOS!r})")
+        tok.eos_token = EOS
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def _encode(backend, texts: list[str]):
+    """ids (flat), per-text lengths, and per-token end offsets (flat), via the Rust batch encoder."""
+    encs = backend.encode_batch(texts, add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
+    ends = np.fromiter((o[1] for e in encs for o in e.offsets), dtype=np.int64, count=int(lengths.sum()))
+    return ids, lengths, ends
+
+
+def char_to_token(ends: np.ndarray, chars: np.ndarray) -> np.ndarray:
+    """Index of the token holding character ``chars[j]`` (first token whose end > char)."""
+    return np.searchsorted(ends, chars, side="right")
+
+
+def tokenize_texts(tokenizer, texts: list[str], spans: np.ndarray | None = None, desc: str = "tokenize"):
+    """Tokenize ``texts``; map character spans ``(n, k, 2)`` to token spans ``(n, k, 2)``."""
+    backend = tokenizer.backend_tokenizer
+    all_ids, all_lengths, all_tok = [], [], []
+    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=len(texts) < 4 * BATCH)
+    for s in range(0, len(texts), BATCH):
+        ids, lengths, ends = _encode(backend, texts[s : s + BATCH])
+        bar.update(len(lengths))
+        all_ids.append(ids)
+        all_lengths.append(lengths)
+        if spans is not None:
+            # One global search: shift each text's offsets by the total length of the texts before
+            # it, so the end offsets of the whole batch are sorted.
+            n_chars = np.fromiter((len(t) for t in texts[s : s + BATCH]), dtype=np.int64)
+            char_base = np.concatenate([[0], np.cumsum(n_chars + 1)[:-1]])
+            tok_base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            ends = ends + np.repeat(char_base, lengths)
+            sp = spans[s : s + BATCH] + char_base[:, None, None]
+            first = char_to_token(ends, sp[..., 0]) - tok_base[:, None]
+            # a value's first token holds its first char; its end token is the one after its last
+            last = char_to_token(ends, sp[..., 1] - 1) - tok_base[:, None] + 1
+            all_tok.append(np.stack([first, last], -1).astype(np.int32))
+    bar.close()
+    ids = np.concatenate(all_ids) if all_ids else np.empty(0, np.int64)
+    lengths = np.concatenate(all_lengths) if all_lengths else np.empty(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return ids, offsets, (np.concatenate(all_tok) if spans is not None else None)
+
+
+def tokenize_dataset(
+    data_dir: str | Path,
+    out: str | Path,
+    tokenizer=None,
+    vocab_size: int = 2048,
+    overwrite: bool = False,
+) -> dict:
+    """Train (or take) a tokenizer and write the tokenized corpus folder; return its meta."""
+    data_dir = Path(data_dir)
+    data_meta = read_meta(data_dir)
+    with atomic_dir(out, overwrite) as tmp:
+        bios = list(iter_jsonl(data_dir / "bios.jsonl"))
+        people = {p["id"]: p for p in iter_jsonl(data_dir / "people.jsonl")}
+        qas = list(iter_jsonl(data_dir / "qa.jsonl"))
+        qa_texts = [format_qa(q["question"], q["answer"]) for q in qas]
+        if tokenizer is None:
+            tokenizer = train_tokenizer([b["text"] for b in bios] + qa_texts, vocab_size)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        vocab = len(tokenizer)
+        dtype = token_dtype(vocab)
+
+        spans = np.array(
+            [[b["spans"][a] for a in ATTRIBUTES] + [b["spans"]["name"][0]] for b in bios], dtype=np.int64
+        ).reshape(len(bios), len(ATTRIBUTES) + 1, 2)
+        ids, offsets, tok = tokenize_texts(tokenizer, [b["text"] for b in bios], spans, "tokenize bios")
+        ids.astype(dtype).tofile(tmp / "bios.bin")
+        split = np.array([people[b["person_id"]]["split"] == "train" for b in bios], dtype=np.int8)
+        np.savez(
+            tmp / "bios.npz",
+            offsets=offsets,
+            person_id=np.array([b["person_id"] for b in bios], dtype=np.int32),
+            entry=np.array([b["entry"] for b in bios], dtype=np.int32),
+            split=split,
+            attr=tok[:, : len(ATTRIBUTES)],
+            name=tok[:, len(ATTRIBUTES)],
+        )
+
+        # The answer starts right after the prompt: its first token index is the prompt's length
+        # when tokenized together, found by mapping the answer's first character.
+        answer_char = np.array([len(format_prompt(q["question"])) + 1 for q in qas], dtype=np.int64)
+        q_spans = np.stack([answer_char, answer_char + 1], -1)[:, None, :]
+        q_ids, q_offsets, q_tok = tokenize_texts(tokenizer, qa_texts, q_spans, "tokenize qa")
+        q_ids.astype(dtype).tofile(tmp / "qa.bin")
+        np.savez(
+            tmp / "qa.npz",
+            offsets=q_offsets,
+            person_id=np.array([q["person_id"] for q in qas], dtype=np.int32),
+            attribute=np.array([ATTRIBUTES.index(q["attribute"]) for q in qas], dtype=np.int8),
+            split=np.array([q["split"] == "train" for q in qas], dtype=np.int8),
+            answer=q_tok[:, 0, 0],
+        )
+        lengths = np.diff(offsets)
+        meta = {
+            "format_version": 1,
+            "data_dir": str(data_dir.resolve()),
+            "data_sha256": data_meta["sha256"],
+            "vocab_size": vocab,
+            "dtype": dtype.name,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "counts": {
+                "bios": len(bios),
+                "bio_tokens": int(lengths.sum()),
+                "qa": len(qas),
+                "qa_tokens": int(len(q_ids)),
+            },  # fmt: skip
+            "tokens_per_bio": {
+                "mean": round(float(lengths.mean()), 2),
+                "min": int(lengths.min()),
+                "max": int(lengths.max()),
+            },
+        }
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+class Corpus:
+    """A tokenized corpus folder, memory-mapped."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        path = self.dir / "meta.json"
+        if not path.is_file():
+            raise DataFileError(f"{self.dir}: not a tokenized corpus (no meta.json)")
+        self.meta = json.loads(path.read_text())
+        dtype = np.dtype(self.meta["dtype"])
+        self.bio_ids = np.memmap(self.dir / "bios.bin", dtype=dtype, mode="r")
+        self.qa_ids = np.memmap(self.dir / "qa.bin", dtype=dtype, mode="r")
+        self.bios = dict(np.load(self.dir / "bios.npz"))
+        self.qa = dict(np.load(self.dir / "qa.npz"))
+        self.eos = int(self.meta["eos_token_id"])
+        self.pad = int(self.meta["pad_token_id"])
+        self.vocab_size = int(self.meta["vocab_size"])
+
+    @property
+    def n_bios(self) -> int:
+        return len(self.bios["person_id"])
+
+    def bio(self, i: int) -> np.ndarray:
+        o = self.bios["offsets"]
+        return np.asarray(self.bio_ids[o[i] : o[i + 1]])
+
+    def qa_text(self, i: int) -> np.ndarray:
+        o = self.qa["offsets"]
+        return np.asarray(self.qa_ids[o[i] : o[i + 1]])
+
+    def tokenizer(self):
+        return load_tokenizer(self.dir / "tokenizer")
+
+
+def prepare_corpus(
+    run_dir: str | Path,
+    data_cfg=None,
+    data_dir: str | Path | None = None,
+    tokenizer_path: str | Path | None = None,
+    vocab_size: int = 2048,
+) -> Path:
+    """``run_dir/corpus`` for a dataset: an existing ``data_dir``, or ``data_cfg`` generated into
+    ``run_dir/data``. Both are reused when present and made from the same inputs."""
+    from biolab.data.dataset import write_dataset
+
+    run_dir = Path(run_dir)
+    if data_dir is None:
+        data_dir = run_dir / "data"
+        if (data_dir / "meta.json").is_file():
+            if read_meta(data_dir)["config"] != data_cfg.to_dict():
+                raise ConfigError(f"{data_dir} holds a different dataset than data=...; use a new out")
+        else:
+            write_dataset(data_cfg, data_dir, overwrite=True)
+    data_meta = read_meta(data_dir)  # a clear error if data_dir is not a dataset
+    corpus_dir = run_dir / "corpus"
+    if (corpus_dir / "meta.json").is_file():
+        if Corpus(corpus_dir).meta["data_sha256"] != data_meta["sha256"]:
+            raise ConfigError(f"{corpus_dir} was tokenized from another dataset; use a new out")
+        return corpus_dir
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    tokenize_dataset(data_dir, corpus_dir, tokenizer, vocab_size, overwrite=True)
+    return corpus_dir

@@ -1,0 +1,198 @@
+"""Randomly initialised Hugging Face causal LMs from a small typed config (``conf/model/*.yaml``).
+
+The paper's model is "GPT2 with rotary": in transformers that is GPT-NeoX with a sequential residual,
+tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute positions) and
+``llama`` (RMSNorm, SwiGLU, full rotary) are there for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+
+from biolab.config import from_dict
+from biolab.errors import ConfigError
+
+ARCHS = ("gpt_neox", "gpt2", "llama")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model shape; the vocabulary comes from the tokenizer at build time."""
+
+    name: str = "tiny"
+    arch: str = "gpt_neox"  # gpt_neox ("GPT2 with rotary"), gpt2 (absolute positions), llama
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    d_ff: int | None = None  # default 4 * d_model, for llama too (its SwiGLU then has 1.5x the MLP params)
+    max_positions: int = 512
+    rotary_pct: float = 0.25  # fraction of each head's dims that get rotary (gpt_neox only; llama: all)
+    rotary_base: float = 10000.0  # gpt_neox and llama
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return from_dict(cls, d, "model")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def rotary_dims(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"model.arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        for key in ("n_layer", "n_head", "d_model", "max_positions"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_ff is not None and self.d_ff < 1:
+            raise ConfigError(f"model.d_ff must be >= 1 or null, got {self.d_ff}")
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if not 0 < self.rotary_pct <= 1:
+            raise ConfigError(f"model.rotary_pct must be in (0, 1], got {self.rotary_pct}")
+        # Rotary works on pairs of dims and transformers truncates head_dim * pct, so demand an exact,
+        # even count rather than silently rotating fewer dims than asked for.
+        exact = self.head_dim * self.rotary_pct
+        if self.arch == "gpt_neox" and (exact != self.rotary_dims or self.rotary_dims % 2):
+            raise ConfigError(
+                f"model.rotary_pct * head_dim must be an even integer, got {self.rotary_pct} * "
+                f"{self.head_dim} = {exact:g}"
+            )
+        if self.rotary_base <= 0:
+            raise ConfigError(f"model.rotary_base must be > 0, got {self.rotary_base}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.init_std <= 0:
+            raise ConfigError(f"model.init_std must be > 0, got {self.init_std}")
+
+
+def make_hf_config(
+    cfg: ModelConfig, vocab_size: int, eos_token_id: int, pad_token_id: int, bos_token_id: int | None = None
+) -> PreTrainedConfig:
+    """The transformers config for ``cfg``, without allocating any weights."""
+    cfg.validate()  # a hand-built ModelConfig skips from_dict's check
+    ids = {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id, "bos_token_id": bos_token_id}
+    for key, tok in ids.items():
+        if tok is not None and not 0 <= tok < vocab_size:
+            raise ConfigError(f"{key} {tok} is outside the vocabulary (size {vocab_size})")
+    # Every class has its own defaults for these (e.g. GPT-NeoX bos=0, eos=2): always pass them all.
+    common = dict(
+        vocab_size=vocab_size,
+        initializer_range=cfg.init_std,
+        tie_word_embeddings=cfg.tie_embeddings,
+        **ids,
+    )
+    if cfg.arch == "gpt_neox":
+        return GPTNeoXConfig(
+            hidden_size=cfg.d_model,
+            num_hidden_layers=cfg.n_layer,
+            num_attention_heads=cfg.n_head,
+            intermediate_size=cfg.ff_dim,
+            max_position_embeddings=cfg.max_positions,
+            # transformers 5 keeps rotary settings in rope_parameters (rotary_pct/rotary_emb_base are gone)
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": cfg.rotary_base,
+                "partial_rotary_factor": cfg.rotary_pct,
+            },
+            # GPT-2's order, x + attn(ln(x)) then + mlp(ln(.)); NeoX defaults to the parallel sum
+            use_parallel_residual=False,
+            attention_dropout=cfg.dropout,
+            hidden_dropout=cfg.dropout,
+            classifier_dropout=cfg.dropout,
+            **common,
+        )
+    if cfg.arch == "gpt2":
+        return GPT2Config(
+            n_embd=cfg.d_model,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_inner=cfg.ff_dim,
+            n_positions=cfg.max_positions,
+            resid_pdrop=cfg.dropout,  # GPT2Config defaults all of these to 0.1
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            summary_first_dropout=cfg.dropout,
+            **common,
+        )
+    return LlamaConfig(
+        hidden_size=cfg.d_model,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_head,
+        intermediate_size=cfg.ff_dim,
+        max_position_embeddings=cfg.max_positions,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rotary_base},
+        attention_dropout=cfg.dropout,  # Llama has no residual or embedding dropout
+        **common,
+    )
+
+
+def build_model(
+    cfg: ModelConfig, vocab_size: int, eos_token_id: int, pad_token_id: int, bos_token_id: int | None = None
+) -> PreTrainedModel:
+    """A randomly initialised causal LM in float32 with SDPA attention; seed torch before calling."""
+    config = make_hf_config(cfg, vocab_size, eos_token_id, pad_token_id, bos_token_id)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(torch.float32)
+    # generate() reads the generation config, which can carry its own copies of the special ids.
+    gen = model.generation_config
+    gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
+    return model
+
+
+def count_parameters(model: nn.Module, embeddings: bool = True) -> int:
+    """Distinct parameters (tied ones once).
+
+    ``embeddings=False`` drops every embedding table (token and, for gpt2, position) and an untied LM
+    head: the "non-embedding" N of scaling laws and of :func:`flops_per_token`.
+    """
+    skip: set[int] = set()
+    if not embeddings:
+        skip = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        head = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
+        if head is not None:
+            skip.add(id(head.weight))
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def flops_per_token(cfg: ModelConfig, n_params_no_embed: int, ctx: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B: ``6 N + 12 L d ctx``.
+
+    ``6 N`` counts the matmuls with the N non-embedding weights (2 forward, 4 backward); the second term
+    is attention's QK^T and AV products over a ``ctx``-token window (no causal halving, as in PaLM).
+    The LM head matmul is left out, as in PaLM's count, so MFU from this is slightly conservative.
+    """
+    return 6.0 * n_params_no_embed + 12.0 * cfg.n_layer * cfg.d_model * ctx
+
+
+def model_summary(model: PreTrainedModel) -> str:
+    """One line, e.g. ``gpt_neox 12L-12H-768d, 123.7M params (85.1M non-embedding)``."""
+    c = model.config
+    total, body = count_parameters(model) / 1e6, count_parameters(model, embeddings=False) / 1e6
+    return (
+        f"{c.model_type} {c.num_hidden_layers}L-{c.num_attention_heads}H-{c.hidden_size}d, "
+        f"{total:.1f}M params ({body:.1f}M non-embedding)"
+    )

@@ -1,0 +1,1 @@
+"""Pretraining (BIO or mixed BIO+QA) and, later, QA finetuning."""
