@@ -218,9 +218,10 @@ def pretrain(
                 loss_sum += loss.detach()
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
             if not math.isfinite(loss_value):
+                good = _checkpoints(run_dir)
                 raise TrainingError(
                     f"non-finite loss {loss_value} at step {step + 1}; "
-                    f"the last good checkpoint is {_checkpoints(run_dir)[-1] if _checkpoints(run_dir) else 'none'}"
+                    f"the last good checkpoint is {good[-1] if good else 'none'}"
                 )
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
