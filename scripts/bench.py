@@ -1,7 +1,9 @@
-"""Benchmark dataset generation: wall time and peak memory (a measurement, never a test).
+"""Benchmarks (measurements, never tests):
 
-python scripts/bench.py                        # bioS_multi5_permute_fullname, 100k people
-python scripts/bench.py --data bioR_multi5 --n-people 20000 --workers 2
+    python scripts/bench.py [data]      generation of bioS_multi5_permute_fullname, 100k people
+    python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
+    python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
+Each prints one JSON object; --out FILE also writes it there.
 """
 
 import argparse
@@ -16,6 +18,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose
 from biolab.data.dataset import DataConfig, write_dataset
+from biolab.runinfo import device_name, git_commit, versions
 
 
 def peak_rss_mb() -> dict:
@@ -26,34 +29,93 @@ def peak_rss_mb() -> dict:
     return {k: round(v / 1024, 1) for k, v in kb.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", default="bioS_multi5_permute_fullname")
-    ap.add_argument("--n-people", type=int, default=100_000)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--out", default=None, help="keep the dataset here (default: a temp dir)")
-    args = ap.parse_args()
+def data_config(preset: str, n_people: int) -> DataConfig:
+    data = compose("generate", [f"data={preset}", f"data.n_people={n_people}"]).data
+    return DataConfig.from_dict(OmegaConf.to_container(data, resolve=True))
 
-    data = compose("generate", [f"data={args.data}", f"data.n_people={args.n_people}"]).data
-    cfg = DataConfig.from_dict(OmegaConf.to_container(data, resolve=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.out) if args.out else Path(tmp) / "data"
-        start = time.perf_counter()
-        meta = write_dataset(cfg, out, overwrite=bool(args.out), workers=args.workers)
-        seconds = time.perf_counter() - start
-        size_mb = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    result = {
-        "data": args.data,
-        "n_people": args.n_people,
+
+def bench_data(args, tmp: Path) -> dict:
+    cfg = data_config(args.data, args.n_people)
+    out = Path(args.keep) if args.keep else tmp / "data"
+    start = time.perf_counter()
+    meta = write_dataset(cfg, out, overwrite=bool(args.keep), workers=args.workers)
+    seconds = time.perf_counter() - start
+    return {
         "bios": meta["counts"]["bios"],
         "workers": args.workers,
         "seconds": round(seconds, 2),
         "bios_per_second": round(meta["counts"]["bios"] / seconds),
         "peak_rss_mb": peak_rss_mb(),
-        "dataset_mb": round(size_mb, 1),
-        "python": sys.version.split()[0],
+        "dataset_mb": round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 1),
     }
-    print(json.dumps(result, indent=2))
+
+
+def bench_tokenize(args, tmp: Path) -> dict:
+    from biolab.data.tokens import tokenize_dataset
+
+    data = Path(args.keep) if args.keep else tmp / "data"
+    if not (data / "meta.json").is_file():
+        write_dataset(data_config(args.data, args.n_people), data, workers=args.workers, progress=False)
+    start = time.perf_counter()
+    meta = tokenize_dataset(data, tmp / "corpus", vocab_size=args.vocab_size)
+    return {
+        "bios": meta["counts"]["bios"],
+        "qa": meta["counts"]["qa"],
+        "vocab_size": args.vocab_size,
+        "seconds_train_and_tokenize_all": round(time.perf_counter() - start, 2),
+        "tokens_per_bio": meta["tokens_per_bio"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_pretrain_cmd(args, tmp: Path) -> dict:
+    from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.model import ModelConfig
+    from biolab.train.bench import bench_pretrain
+    from biolab.train.pretrain import TrainConfig
+
+    cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
+                               f"train.ctx={args.ctx}", f"train.steps={args.steps}"])  # fmt: skip
+    corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
+    return bench_pretrain(
+        corpus,
+        ModelConfig.from_dict(OmegaConf.to_container(cfg.model)),
+        TrainConfig.from_dict(OmegaConf.to_container(cfg.train)),
+        warmup=args.warmup,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("what", nargs="?", default="data", choices=["data", "tokenize", "pretrain"])
+    ap.add_argument("--data", default="bioS_multi5_permute_fullname")
+    ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--vocab-size", type=int, default=2048)
+    ap.add_argument("--keep", default=None, help="data/tokenize: keep or reuse the dataset here")
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--out", default=None, help="also write the JSON result here")
+    args = ap.parse_args()
+    if args.n_people is None:
+        args.n_people = 1000 if args.what == "pretrain" else 100_000
+    run = {"data": bench_data, "tokenize": bench_tokenize, "pretrain": bench_pretrain_cmd}[args.what]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        result = run(args, Path(tmp))
+    result = {
+        "bench": args.what, "data": args.data, "n_people": args.n_people, **result,
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(),
+        "device": device_name(), "wall_seconds": round(time.time() - start, 1), **versions(),
+    }  # fmt: skip
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_a_non_empty_out_is_kept_without_overwrite(tmp_path):
 
 
 def test_bench_runs_and_reports_json():
-    r = run("bench.py", "--data", "bioR_single", "--n-people", "50")
+    r = run("bench.py", "data", "--data", "bioR_single", "--n-people", "50")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["bios"] == 50 and result["seconds"] > 0 and result["peak_rss_mb"]["self"] > 0
