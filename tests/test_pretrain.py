@@ -15,6 +15,7 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
 from biolab.runinfo import read_status
+from biolab.train.curves import plot_training
 from biolab.train.pretrain import TrainConfig, TrainingError, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,8 @@ def test_a_tiny_run_learns_and_saves_an_hf_model(corpus, tmp_path):
     out = model.generate(**tok("What is the birth date of", return_tensors="pt"), max_new_tokens=3)
     assert out.shape[1] > 3
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000026", "step_0000028"]
+    png = plot_training(tmp_path, tmp_path / "curves.png")
+    assert png.stat().st_size > 10_000
 
 
 def test_resume_ends_with_the_same_weights(corpus, tmp_path):
