@@ -56,9 +56,10 @@ def bench_tokenize(args, tmp: Path) -> dict:
     data = Path(args.keep) if args.keep else tmp / "data"
     if not (data / "meta.json").is_file():
         write_dataset(data_config(args.data, args.n_people), data, workers=args.workers, progress=False)
-    start = time.perf_counter()
-    meta = tokenize_dataset(data, tmp / "corpus", vocab_size=args.vocab_size)
+    start, phases = time.perf_counter(), {}
+    meta = tokenize_dataset(data, tmp / "corpus", vocab_size=args.vocab_size, timings=phases)
     return {
+        "seconds": phases,
         "bios": meta["counts"]["bios"],
         "qa": meta["counts"]["qa"],
         "vocab_size": args.vocab_size,

@@ -6,7 +6,15 @@ from transformers import AutoTokenizer
 
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.data.people import ATTRIBUTES
-from biolab.data.tokens import Corpus, load_tokenizer, prepare_corpus, tokenize_dataset, train_tokenizer
+from biolab.data.tokens import (
+    Corpus,
+    encode_batches,
+    load_tokenizer,
+    prepare_corpus,
+    tokenize_dataset,
+    tokenize_texts,
+    train_tokenizer,
+)
 from biolab.errors import ConfigError, DataFileError
 
 
@@ -87,3 +95,18 @@ def test_prepare_corpus_reuses_and_refuses_mismatch(dataset, tmp_path, corpus):
     prepare_corpus(other, DataConfig(n_people=20), vocab_size=300)
     with pytest.raises(ConfigError, match="holds a different dataset"):
         prepare_corpus(other, DataConfig(n_people=21), vocab_size=300)
+
+
+def test_word_cache_encoder_equals_the_rust_encoder(corpus, dataset):
+    tok = corpus.tokenizer()
+    bios = [json.loads(line) for line in (dataset / "bios.jsonl").read_text().splitlines()]
+    texts = [b["text"] for b in bios] + ["Winston–Salem, NC; Mayagüez;  two  spaces\tand tab 1996's"]
+    spans = np.array([[b["spans"][a] for a in ATTRIBUTES] for b in bios] + [[[0, 3]] * 6])
+    fast = tokenize_texts(tok, texts, spans, fast=True)
+    rust = tokenize_texts(tok, texts, spans, fast=False)
+    for a, b in zip(fast, rust, strict=True):
+        assert np.array_equal(a, b)
+    # many batches through two worker processes give the same as one process
+    batches = list(encode_batches(tok, texts * 4, batch=16, workers=2))
+    assert len(batches) > 4
+    assert np.array_equal(np.concatenate([b[0] for b in batches]), np.tile(fast[0], 4))

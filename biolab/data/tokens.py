@@ -14,9 +14,12 @@ Corpus folder layout (``tokenize_dataset``):
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import time
 from pathlib import Path
 
 import numpy as np
+import regex
 from tqdm.auto import tqdm
 
 from biolab.data.dataset import iter_jsonl, read_meta
@@ -86,18 +89,97 @@ def _encode(backend, texts: list[str]):
     return ids, lengths, ends
 
 
+# GPT-2's pre-tokenizer split, as the ByteLevel pre-tokenizer applies it before BPE.
+GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+
+def word_cache_applies(backend) -> bool:
+    """True for a plain byte-level BPE (ours, GPT-2's): BPE then works word by word."""
+    spec = json.loads(backend.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    return (
+        spec.get("normalizer") is None
+        and spec["model"]["type"] == "BPE"
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space", False)
+    )
+
+
+class WordCacheEncoder:
+    """The Rust encoder's output, faster: a biography corpus has a few thousand distinct words, so
+    each word is BPE-encoded once and cached; a text is then the concatenation of its words'
+    tokens (measured: ~3x faster than ``encode_batch`` on 500k bios, 2 cores; tests check equality)."""
+
+    def __init__(self, backend):
+        self.backend, self.cache = backend, {}
+
+    def __call__(self, texts: list[str]):
+        ids: list[int] = []
+        ends_in_word: list[int] = []
+        word_start: list[int] = []
+        word_tokens: list[int] = []
+        lengths = np.empty(len(texts), dtype=np.int64)
+        cache, encode = self.cache, self.backend.encode
+        for t, text in enumerate(texts):
+            before, pos = len(ids), 0
+            for w in GPT2_SPLIT.findall(text):
+                hit = cache.get(w)
+                if hit is None:
+                    e = encode(w, add_special_tokens=False)
+                    hit = cache[w] = (e.ids, [o[1] for o in e.offsets])
+                ids += hit[0]
+                ends_in_word += hit[1]
+                word_start.append(pos)
+                word_tokens.append(len(hit[0]))
+                pos += len(w)
+            lengths[t] = len(ids) - before
+        ends = np.asarray(ends_in_word, dtype=np.int64) + np.repeat(word_start, word_tokens)
+        return np.asarray(ids, dtype=np.int64), lengths, ends
+
+
+_WORKER_ENCODER = None
+
+
+def _encode_in_worker(texts: list[str]):
+    return _WORKER_ENCODER(texts)
+
+
+def encode_batches(tokenizer, texts: list[str], batch: int = BATCH, workers: int = 2, fast: bool = True):
+    """Yield ``(ids, lengths, ends)`` per batch of ``texts``, in order.
+
+    ``ends`` (token end offsets) may differ between the two encoders for a token that is only a
+    space (trimmed differently in context); the character-to-token mapping does not."""
+    global _WORKER_ENCODER
+    backend = tokenizer.backend_tokenizer
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    fast = fast and word_cache_applies(backend) and not any(sp in t for t in texts for sp in specials)
+    chunks = [texts[s : s + batch] for s in range(0, len(texts), batch)]
+    if not fast:
+        yield from (_encode(backend, c) for c in chunks)
+        return
+    _WORKER_ENCODER = WordCacheEncoder(backend)
+    if workers <= 1 or len(chunks) < 4:
+        yield from map(_WORKER_ENCODER, chunks)
+        return
+    with mp.get_context("fork").Pool(workers) as pool:  # the encoder reaches workers by fork
+        yield from pool.imap(_encode_in_worker, chunks)
+
+
 def char_to_token(ends: np.ndarray, chars: np.ndarray) -> np.ndarray:
     """Index of the token holding character ``chars[j]`` (first token whose end > char)."""
     return np.searchsorted(ends, chars, side="right")
 
 
-def tokenize_texts(tokenizer, texts: list[str], spans: np.ndarray | None = None, desc: str = "tokenize"):
+def tokenize_texts(
+    tokenizer, texts: list[str], spans: np.ndarray | None = None, desc: str = "tokenize", fast: bool = True
+):
     """Tokenize ``texts``; map character spans ``(n, k, 2)`` to token spans ``(n, k, 2)``."""
-    backend = tokenizer.backend_tokenizer
     all_ids, all_lengths, all_tok = [], [], []
     bar = tqdm(total=len(texts), desc=desc, unit="text", disable=len(texts) < 4 * BATCH)
-    for s in range(0, len(texts), BATCH):
-        ids, lengths, ends = _encode(backend, texts[s : s + BATCH])
+    for s, (ids, lengths, ends) in zip(
+        range(0, len(texts), BATCH), encode_batches(tokenizer, texts, fast=fast), strict=True
+    ):
         bar.update(len(lengths))
         all_ids.append(ids)
         all_lengths.append(lengths)
@@ -126,8 +208,19 @@ def tokenize_dataset(
     tokenizer=None,
     vocab_size: int = 2048,
     overwrite: bool = False,
+    timings: dict | None = None,
 ) -> dict:
-    """Train (or take) a tokenizer and write the tokenized corpus folder; return its meta."""
+    """Train (or take) a tokenizer and write the tokenized corpus folder; return its meta.
+
+    ``timings``, if given, receives the seconds of each phase (for benchmarks)."""
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        timings[name] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
     data_dir = Path(data_dir)
     data_meta = read_meta(data_dir)
     with atomic_dir(out, overwrite) as tmp:
@@ -135,8 +228,10 @@ def tokenize_dataset(
         people = {p["id"]: p for p in iter_jsonl(data_dir / "people.jsonl")}
         qas = list(iter_jsonl(data_dir / "qa.jsonl"))
         qa_texts = [format_qa(q["question"], q["answer"]) for q in qas]
+        lap("read")
         if tokenizer is None:
             tokenizer = train_tokenizer([b["text"] for b in bios] + qa_texts, vocab_size)
+            lap("train_tokenizer")
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         vocab = len(tokenizer)
         dtype = token_dtype(vocab)
@@ -146,6 +241,7 @@ def tokenize_dataset(
         ).reshape(len(bios), len(ATTRIBUTES) + 1, 2)
         ids, offsets, tok = tokenize_texts(tokenizer, [b["text"] for b in bios], spans, "tokenize bios")
         ids.astype(dtype).tofile(tmp / "bios.bin")
+        lap("tokenize_bios")
         split = np.array([people[b["person_id"]]["split"] == "train" for b in bios], dtype=np.int8)
         np.savez(
             tmp / "bios.npz",
@@ -163,6 +259,7 @@ def tokenize_dataset(
         q_spans = np.stack([answer_char, answer_char + 1], -1)[:, None, :]
         q_ids, q_offsets, q_tok = tokenize_texts(tokenizer, qa_texts, q_spans, "tokenize qa")
         q_ids.astype(dtype).tofile(tmp / "qa.bin")
+        lap("tokenize_qa")
         np.savez(
             tmp / "qa.npz",
             offsets=q_offsets,
