@@ -83,6 +83,7 @@ def bench_pretrain_cmd(args, tmp: Path) -> dict:
         ModelConfig.from_dict(OmegaConf.to_container(cfg.model)),
         TrainConfig.from_dict(OmegaConf.to_container(cfg.train)),
         warmup=args.warmup,
+        repeats=args.repeats,
     )
 
 
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="pretrain: runs of each loop, interleaved")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:

@@ -84,17 +84,23 @@ def bench_ours(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup:
     return len(timed) * warmup * cfg.batch_size * cfg.ctx / seconds
 
 
-def bench_pretrain(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int = 5) -> dict:
+def bench_pretrain(
+    corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int = 5, repeats: int = 1
+) -> dict:
+    """Each loop ``repeats`` times, interleaved (so drifting machine load hits all three alike);
+    reports the median and every run."""
     if cfg.steps % warmup:
         raise ValueError("steps must be a multiple of warmup")
+    loops = {"biolab": bench_ours, "hf_trainer": bench_hf_trainer, "plain_torch": bench_plain}
+    runs: dict[str, list[int]] = {k: [] for k in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            runs[name].append(round(loop(corpus, model_cfg, cfg, warmup)))
     return {
         "model": model_cfg.name,
         "batch_size": cfg.batch_size,
         "ctx": cfg.ctx,
         "steps_timed": cfg.steps - warmup,
-        "tokens_per_s": {
-            "biolab": round(bench_ours(corpus, model_cfg, cfg, warmup)),
-            "hf_trainer": round(bench_hf_trainer(corpus, model_cfg, cfg, warmup)),
-            "plain_torch": round(bench_plain(corpus, model_cfg, cfg, warmup)),
-        },
+        "tokens_per_s": {k: int(np.median(v)) for k, v in runs.items()},
+        "tokens_per_s_runs": runs,
     }
