@@ -171,10 +171,11 @@ def pretrain(
     n_params = count_parameters(model, embeddings=False)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = accelerator.device.type in ("cuda", "cpu")  # fused kernels exist there since torch 2.4
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, cfg.adam_beta2), eps=cfg.adam_eps, fused=accelerator.device.type in ("cuda", "cpu"),
-    )  # fmt: skip
+        groups, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused
+    )
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, cfg.warmup_steps, cfg.steps, min_lr_rate=cfg.min_lr_ratio
     )
