@@ -97,6 +97,10 @@ class MixedStream:
             out[is_qa] = self.qa.next_windows(int(is_qa.sum()))
         return out
 
+    def next_batch(self, n: int) -> dict[str, np.ndarray]:
+        """The training loop's interface: causal LM on the windows themselves."""
+        return {"input_ids": self.next_windows(n)}
+
     def state_dict(self) -> dict:
         return {
             "windows": self.windows,

@@ -138,16 +138,53 @@ def pretrain(
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train into ``run_dir`` (resuming from its last checkpoint); return the final metrics.
+    """BIO (or mixed BIO+QA) pretraining of a fresh ``model_cfg`` model into ``run_dir``."""
+    cfg.validate()
+    if cfg.ctx > model_cfg.max_positions:
+        raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
+    sample = eval_bios(corpus, cfg.eval_people)
 
-    ``run_dir/model`` is the HF model folder (model, tokenizer, generation config)."""
+    def evaluate(model) -> dict:
+        row = {}
+        for split, idx in sample.items():
+            acc = bio_first_token_accuracy(model, corpus, idx)
+            row.update({f"bio_first_token/{split}/{a}": round(v, 4) for a, v in acc.items()})
+        return row
+
+    def make_model():
+        return build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
+
+    return train(
+        run_dir, make_model, corpus.tokenizer(), make_stream(corpus, cfg), cfg, evaluate=evaluate,
+        config={"model": asdict(model_cfg)}, flops_cfg=model_cfg, accelerator=accelerator,
+        overwrite=overwrite, on_step=on_step, progress=progress,
+    )  # fmt: skip
+
+
+def train(
+    run_dir: str | Path,
+    make_model: Callable[[], torch.nn.Module],
+    tokenizer,
+    batches,
+    cfg: TrainConfig,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    config: dict | None = None,
+    flops_cfg: ModelConfig | None = None,
+    accelerator=None,
+    overwrite: bool = False,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """The one training loop. ``batches.next_batch(n)`` gives numpy ``input_ids`` (and optionally
+    ``labels``, ``attention_mask``) and has ``state_dict``; ``make_model()`` is called after seeding,
+    and only its trainable parameters are optimised. Resumes from ``run_dir``'s last checkpoint;
+    returns the last logged metrics; ``run_dir/model`` gets ``save_pretrained`` (a peft model saves
+    its adapter)."""
     from accelerate import Accelerator
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     run_dir = Path(run_dir)
     cfg.validate()
-    if cfg.ctx > model_cfg.max_positions:
-        raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(cfg))
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
     check_run_dir(run_dir, overwrite)
@@ -162,15 +199,15 @@ def pretrain(
     main = accelerator.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {"model": asdict(model_cfg), "train": asdict(cfg)})
+        write_json(run_dir / "config.json", {**(config or {}), "train": asdict(cfg)})
         write_status(run_dir, "running", started)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
-    tokenizer = corpus.tokenizer()
-    model = build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
+    model = make_model()
     n_params = count_parameters(model, embeddings=False)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = accelerator.device.type in ("cuda", "cpu")  # fused kernels exist there since torch 2.4
     optimizer = torch.optim.AdamW(
@@ -182,8 +219,7 @@ def pretrain(
     model, optimizer = accelerator.prepare(model, optimizer)
     if cfg.compile:
         model = torch.compile(model)
-    stream = make_stream(corpus, cfg)
-    accelerator.register_for_checkpointing(scheduler, _StateBox(stream))
+    accelerator.register_for_checkpointing(scheduler, _StateBox(batches))
 
     start_step = 0
     ckpts = _checkpoints(run_dir)
@@ -194,27 +230,31 @@ def pretrain(
             _truncate_metrics(run_dir / "metrics.jsonl", start_step)
             print(f"resuming {run_dir} from step {start_step}")
 
-    logger = _Logger(run_dir, cfg, model_cfg, main)
-    sample = eval_bios(corpus, cfg.eval_people)
+    logger = _Logger(run_dir, cfg, config or {}, main)
     unwrapped = accelerator.unwrap_model(model)
     peak = next((v for k, v in PEAK_FLOPS.items() if k in accelerator.device.type + _gpu_name()), None)
-    flops_tok = flops_per_token(model_cfg, n_params, cfg.ctx)
-    tokens_per_step = cfg.batch_size * cfg.ctx
+    flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
     rank, micro = accelerator.process_index, per_process // n_micro
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="pretrain", disable=not (main and progress))
+    bar = tqdm(total=cfg.steps, initial=start_step, desc=run_dir.name, disable=not (main and progress))
     model.train()
-    t_last, step_last = time.perf_counter(), start_step
+    t_last, tokens = time.perf_counter(), 0
     last: dict = {}
+    device = accelerator.device
     try:
         for step in range(start_step, cfg.steps):
-            windows = stream.next_windows(cfg.batch_size)[rank * per_process : (rank + 1) * per_process]
-            loss_sum = torch.zeros((), device=accelerator.device)
+            batch = batches.next_batch(cfg.batch_size)
+            batch = {k: v[rank * per_process : (rank + 1) * per_process] for k, v in batch.items()}
+            tokens += batch["input_ids"].size * accelerator.num_processes
+            loss_sum = torch.zeros((), device=device)
             for m in range(n_micro):
-                x = torch.from_numpy(windows[m * micro : (m + 1) * micro]).to(accelerator.device)
+                part = {
+                    k: torch.from_numpy(v[m * micro : (m + 1) * micro]).to(device) for k, v in batch.items()
+                }
+                part.setdefault("labels", part["input_ids"])
                 sync = nullcontext() if m == n_micro - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
-                        loss = model(input_ids=x, labels=x).loss / n_micro
+                        loss = model(**part).loss / n_micro
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
@@ -224,7 +264,7 @@ def pretrain(
                     f"non-finite loss {loss_value} at step {step + 1}; "
                     f"the last good checkpoint is {good[-1] if good else 'none'}"
                 )
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -234,19 +274,16 @@ def pretrain(
                 on_step(done, unwrapped)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()
-                tok_s = (done - step_last) * tokens_per_step / (now - t_last)
-                t_last, step_last = now, done
+                tok_s = tokens / (now - t_last)
+                t_last, tokens = now, 0
                 last = {"step": done, "loss": round(loss_value, 5), "lr": scheduler.get_last_lr()[0],
                         "grad_norm": round(float(grad_norm), 4), "tokens_per_s": round(tok_s, 1)}  # fmt: skip
-                if peak:
+                if peak and flops_tok:
                     last["mfu"] = round(tok_s * flops_tok / (peak * accelerator.num_processes), 4)
                 logger.log(last)
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tok_s:.0f}")
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps) and main:
-                row = {"step": done}
-                for split, idx in sample.items():
-                    acc = bio_first_token_accuracy(unwrapped, corpus, idx)
-                    row.update({f"bio_first_token/{split}/{a}": round(v, 4) for a, v in acc.items()})
+            if evaluate and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps) and main:
+                row = {"step": done, **evaluate(unwrapped)}
                 logger.log(row)
                 last.update(row)
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
@@ -323,14 +360,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 class _Logger:
     """metrics.jsonl (always) and wandb (offline unless asked; never in tests)."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, main: bool):
+    def __init__(self, run_dir: Path, cfg: TrainConfig, config: dict, main: bool):
         self.main, self.path, self.run = main, run_dir / "metrics.jsonl", None
         if main and cfg.wandb != "disabled":
             import wandb
 
             self.run = wandb.init(
                 project="biolab", dir=str(run_dir), mode=cfg.wandb, name=run_dir.name,
-                config={"model": asdict(model_cfg), "train": asdict(cfg)}, resume="allow",
+                config={**config, "train": asdict(cfg)}, resume="allow",
                 id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12],  # same id on resume
             )  # fmt: skip
 
