@@ -1,0 +1,172 @@
+"""QA finetuning on P_train people's questions: LoRA (the paper's recipe) or full.
+
+LoRA (P3.1 App. D): low-rank updates of the query and value projections of every layer (rank
+``lora_r``) plus a low-rank update of the word embedding (rank ``embed_r``), W' = W + 4 BA
+(P3.2 App. B). GPT-NeoX and GPT-2 fuse q, k, v in one matrix; with ``qv_only`` the update's key
+rows are held at zero, so only the q and v blocks change. Training runs in the same loop as
+pretraining (``biolab.train.pretrain.train``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from biolab.config import from_dict
+from biolab.data.tokens import Corpus
+from biolab.errors import ConfigError
+from biolab.train.pretrain import TrainConfig, train
+
+# arch -> (attention modules to adapt, word embedding module, fused qkv layout)
+TARGETS = {
+    "gpt_neox": (["query_key_value"], "embed_in", "per_head"),  # per head [q | k | v]
+    "gpt2": (["c_attn"], "wte", "blocks"),  # [q | k | v] over the whole width
+    "llama": (["q_proj", "v_proj"], "embed_tokens", None),
+}
+STREAM_QA_FINETUNE = 21
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    name: str = "lora"
+    method: str = "lora"  # lora | full
+    lora_r: int = 8
+    lora_scale: float = 4.0  # W' = W + scale * B A
+    embed_r: int = 128  # rank of the word-embedding update; 0 freezes the embedding
+    qv_only: bool = True  # fused qkv: adapt the q and v blocks only
+    loss_on: str = "answer"  # answer (and the EOS after it) | all (question too)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FinetuneConfig:
+        return from_dict(cls, d, "finetune")
+
+    def validate(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ConfigError(f"finetune.method must be lora or full, got {self.method!r}")
+        if self.loss_on not in ("answer", "all"):
+            raise ConfigError(f"finetune.loss_on must be answer or all, got {self.loss_on!r}")
+        if self.method == "lora" and (self.lora_r < 1 or self.embed_r < 0):
+            raise ConfigError("finetune.lora_r must be >= 1 and finetune.embed_r >= 0")
+
+
+def key_rows(layout: str, n_head: int, d_model: int) -> torch.Tensor:
+    """Output rows of a fused qkv matrix that produce the keys."""
+    hd = d_model // n_head
+    if layout == "per_head":
+        return torch.cat([torch.arange(h * 3 * hd + hd, h * 3 * hd + 2 * hd) for h in range(n_head)])
+    return torch.arange(d_model, 2 * d_model)
+
+
+def apply_lora(model, cfg: FinetuneConfig):
+    """Wrap ``model`` with peft LoRA as configured; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    arch = model.config.model_type
+    if arch not in TARGETS:
+        raise ConfigError(f"LoRA targets are defined for {sorted(TARGETS)}, not {arch!r}")
+    attention, embedding, layout = TARGETS[arch]
+    targets = attention + ([embedding] if cfg.embed_r else [])
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_scale * cfg.lora_r,  # peft scales by alpha / r
+        target_modules=targets,
+        rank_pattern={embedding: cfg.embed_r},
+        alpha_pattern={embedding: cfg.lora_scale * cfg.embed_r},
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    if cfg.qv_only and layout is not None:
+        rows = key_rows(layout, model.config.num_attention_heads, model.config.hidden_size)
+        for name, module in peft_model.named_modules():
+            if name.split(".")[-1] in attention and hasattr(module, "lora_B"):
+                weight = module.lora_B["default"].weight  # (out, r), initialised to zero
+                with torch.no_grad():
+                    weight[rows] = 0
+                weight.register_hook(lambda g, rows=rows: g.index_fill(0, rows.to(g.device), 0.0))
+    return peft_model
+
+
+def load_pretrained(path: str | Path):
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"pretrained={path} is not a model folder (no config.json)")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+class QABatches:
+    """Shuffled P_train QA examples, ``[EOS] question Answer: value. [EOS]``, right-padded.
+
+    Labels cover the answer and its closing EOS (``loss_on="answer"``) or every real token."""
+
+    def __init__(self, corpus: Corpus, seed: int, loss_on: str = "answer"):
+        self.corpus, self.seed, self.loss_on = corpus, seed, loss_on
+        self.docs = np.flatnonzero(corpus.qa["split"] == 1)  # the dataset's split, never recomputed
+        if len(self.docs) == 0:
+            raise ConfigError("the dataset has no P_train QA pairs")
+        self.epoch, self.pos = 0, 0
+
+    def _order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, STREAM_QA_FINETUNE, self.epoch])
+        return self.docs[rng.permutation(len(self.docs))]
+
+    def next_batch(self, n: int) -> dict[str, np.ndarray]:
+        picked = []
+        order = self._order()
+        while len(picked) < n:
+            if self.pos == len(order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                order = self._order()
+            take = min(n - len(picked), len(order) - self.pos)
+            picked.extend(order[self.pos : self.pos + take])
+            self.pos += take
+        c = self.corpus
+        seqs = [np.concatenate([[c.eos], c.qa_text(d), [c.eos]]) for d in picked]
+        width = max(len(s) for s in seqs)
+        ids = np.full((n, width), c.pad, dtype=np.int64)
+        labels = np.full((n, width), -100, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, (d, s) in enumerate(zip(picked, seqs, strict=True)):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+            first = 1 + int(c.qa["answer"][d]) if self.loss_on == "answer" else 1
+            labels[i, first : len(s)] = s[first:]
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+
+
+def finetune(
+    run_dir: str | Path,
+    pretrained: str | Path,
+    corpus: Corpus,
+    cfg: FinetuneConfig,
+    train_cfg: TrainConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step=None,
+) -> dict:
+    """Finetune ``pretrained`` on the P_train QAs of ``corpus`` into ``run_dir/model``."""
+    cfg.validate()
+    train_cfg.validate()
+    load_pretrained(pretrained)  # fail on a bad folder before anything is written
+
+    def make_model():
+        model = load_pretrained(pretrained)
+        return apply_lora(model, cfg) if cfg.method == "lora" else model
+
+    return train(
+        run_dir, make_model, corpus.tokenizer(), QABatches(corpus, train_cfg.seed, cfg.loss_on), train_cfg,
+        config={"finetune": asdict(cfg), "pretrained": str(Path(pretrained).resolve())},
+        overwrite=overwrite, progress=progress, on_step=on_step,
+    )  # fmt: skip

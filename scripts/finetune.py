@@ -1,0 +1,96 @@
+"""QA-finetune a pretrained model: python scripts/finetune.py --help"""
+
+import itertools
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from biolab.cli import hydra_main
+from biolab.data.dataset import read_meta
+from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.errors import ConfigError
+from biolab.evaluate import evaluate_qa, load_model
+from biolab.io import write_json
+from biolab.train.finetune import FinetuneConfig, finetune, load_pretrained
+from biolab.train.pretrain import TrainConfig
+
+
+@hydra_main("finetune")
+def main(cfg) -> None:
+    """Finetune on the QAs of P_train people, then evaluate exact match on P_train and P_test.
+
+    python scripts/finetune.py pretrained=RUN/model finetune=lora out=FT
+    python scripts/finetune.py pretrained=RUN/model finetune=full out=FT \\
+        'grid={finetune.train.lr: [1e-3, 3e-4]}'
+    FT/model is the peft adapter (LoRA) or the model (full); FT/eval holds predictions.jsonl and
+    metrics.json. With a grid, each combination runs in FT/grid/<name> and FT/grid.json names the best
+    by P_test mean accuracy (as the paper reports its best run).
+    """
+    for key in ("pretrained", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key}=... is required")
+    pretrained = Path(cfg.pretrained)
+    load_pretrained(pretrained)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
+    read_meta(data_dir)
+    out = Path(cfg.out)
+    runs = _grid(cfg)
+    for _, overrides in runs:  # every combination is valid before any training starts
+        c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        FinetuneConfig.from_dict(_ft_dict(c))
+        TrainConfig.from_dict(OmegaConf.to_container(c.finetune.train, resolve=True))
+    run_corpus = pretrained.parent / "corpus"
+    if (run_corpus / "meta.json").is_file() and Path(
+        Corpus(run_corpus).meta["data_dir"]
+    ) == data_dir.resolve():
+        corpus = Corpus(run_corpus)
+    else:  # tokenize the dataset with the pretrained model's own tokenizer
+        corpus = Corpus(prepare_corpus(out, data_dir=data_dir, tokenizer_path=pretrained))
+    results = {}
+    for name, overrides in runs:
+        c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        run = out if len(runs) == 1 else out / "grid" / name
+        ft, tr = (
+            FinetuneConfig.from_dict(_ft_dict(c)),
+            TrainConfig.from_dict(OmegaConf.to_container(c.finetune.train)),
+        )
+        finetune(run, pretrained, corpus, ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
+        model, tokenizer = load_model(run / "model")
+        metrics = evaluate_qa(
+            model, tokenizer, data_dir, run / "eval", max_people=cfg.eval.max_people,
+            batch_size=cfg.eval.batch_size, num_beams=cfg.eval.num_beams, progress=cfg.progress,
+        )  # fmt: skip
+        results[name] = {
+            "overrides": overrides,
+            "test_mean": metrics["splits"]["test"]["exact_match"]["mean"],
+        }
+    if len(runs) > 1:
+        best = max(results, key=lambda k: results[k]["test_mean"])
+        write_json(
+            out / "grid.json", {"best": best, "selected_on": "P_test mean exact match", "runs": results}
+        )
+        print(json.dumps({"best": best, **results[best]}))
+
+
+def _ft_dict(c) -> dict:
+    d = OmegaConf.to_container(c.finetune, resolve=True)
+    d.pop("train")
+    return d
+
+
+def _grid(cfg) -> list[tuple[str, list[str]]]:
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
+    if not grid:
+        return [("run", [])]
+    keys = sorted(grid)
+    combos = itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))
+    return [
+        ("_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, vals, strict=True)),
+         [f"{k}={v}" for k, v in zip(keys, vals, strict=True)])
+        for vals in combos
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
