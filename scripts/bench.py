@@ -3,6 +3,7 @@
     python scripts/bench.py [data]      generation of bioS_multi5_permute_fullname, 100k people
     python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
     python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
+    python scripts/bench.py eval        batched QA generation vs one generate call per question
 Each prints one JSON object; --out FILE also writes it there.
 """
 
@@ -87,9 +88,41 @@ def bench_pretrain_cmd(args, tmp: Path) -> dict:
     )
 
 
+def bench_eval_cmd(args, tmp: Path) -> dict:
+    """Batched generation vs one generate call per question, same model and prompts."""
+    from biolab.data.qa import format_prompt
+    from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.evaluate import generate_answers, qa_items
+    from biolab.model import ModelConfig, build_model
+
+    corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
+    model_cfg = ModelConfig.from_dict(
+        OmegaConf.to_container(compose("pretrain", [f"model={args.model}"]).model)
+    )
+    model = build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos).eval()
+    prompts = [format_prompt(q["question"]) for q in qa_items(tmp / "data", ("test",))][: args.questions]
+    tok = corpus.tokenizer()
+    start = time.perf_counter()
+    batched = generate_answers(model, tok, prompts, batch_size=args.batch_size, max_new_tokens=16)
+    t_batched = time.perf_counter() - start
+    start = time.perf_counter()
+    single = [generate_answers(model, tok, [p], batch_size=1, max_new_tokens=16)[0] for p in prompts]
+    t_single = time.perf_counter() - start
+    return {
+        "model": args.model,
+        "questions": len(prompts),
+        "batch_size": args.batch_size,
+        "max_new_tokens": 16,
+        "seconds_batched": round(t_batched, 2),
+        "seconds_one_at_a_time": round(t_single, 2),
+        "speedup": round(t_single / t_batched, 1),
+        "same_predictions": batched == single,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", nargs="?", default="data", choices=["data", "tokenize", "pretrain"])
+    ap.add_argument("what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "eval"])
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
     ap.add_argument("--workers", type=int, default=1)
@@ -101,11 +134,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3, help="pretrain: runs of each loop, interleaved")
+    ap.add_argument("--questions", type=int, default=300, help="eval: questions to answer")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:
-        args.n_people = 1000 if args.what == "pretrain" else 100_000
-    run = {"data": bench_data, "tokenize": bench_tokenize, "pretrain": bench_pretrain_cmd}[args.what]
+        args.n_people = 1000 if args.what in ("pretrain", "eval") else 100_000
+    run = {
+        "data": bench_data,
+        "tokenize": bench_tokenize,
+        "pretrain": bench_pretrain_cmd,
+        "eval": bench_eval_cmd,
+    }[args.what]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         result = run(args, Path(tmp))

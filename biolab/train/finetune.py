@@ -73,8 +73,8 @@ def apply_lora(model, cfg: FinetuneConfig):
         r=cfg.lora_r,
         lora_alpha=cfg.lora_scale * cfg.lora_r,  # peft scales by alpha / r
         target_modules=targets,
-        rank_pattern={embedding: cfg.embed_r},
-        alpha_pattern={embedding: cfg.lora_scale * cfg.embed_r},
+        rank_pattern={embedding: cfg.embed_r} if cfg.embed_r else {},
+        alpha_pattern={embedding: cfg.lora_scale * cfg.embed_r} if cfg.embed_r else {},
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",

@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from biolab.data.dataset import DataConfig, iter_jsonl
+from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.errors import ConfigError
+from biolab.evaluate import load_model
+from biolab.model import ModelConfig, build_model
+from biolab.runinfo import read_status
+from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, finetune, key_rows
+from biolab.train.pretrain import TrainConfig, pretrain
+
+SMALL = dict(n_layer=2, n_head=2, d_model=32, max_positions=64)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    corpus = Corpus(prepare_corpus(root, DataConfig(n_people=40), vocab_size=300))
+    cfg = TrainConfig(
+        steps=10, batch_size=4, ctx=32, warmup_steps=1, eval_every=0, ckpt_every=0, wandb="disabled"
+    )
+    pretrain(root, corpus, ModelConfig(name="t", **SMALL), cfg, progress=False)
+    return root, corpus
+
+
+def ft_train(**kw):
+    base = dict(steps=8, batch_size=8, ctx=64, lr=3e-3, warmup_steps=0, weight_decay=0.01, eval_every=0,
+                ckpt_every=4, log_every=1, wandb="disabled")  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def trainable(model):
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_lora_trains_only_qv_and_embedding_adapters():
+    model = apply_lora(build_model(ModelConfig(**SMALL), 300, 0, 1), FinetuneConfig(lora_r=4, embed_r=16))
+    names = trainable(model)
+    assert all("lora_" in n for n in names)
+    assert sum("query_key_value.lora" in n for n in names) == 2 * 2  # A and B per layer
+    assert sum("embed_in.lora_embedding" in n for n in names) == 2
+    a = next(p for n, p in names.items() if "layers.0" in n and "lora_A" in n)
+    b = next(p for n, p in names.items() if "layers.0" in n and "lora_B" in n)
+    assert a.shape == (4, 32) and b.shape == (96, 4)
+    emb = [p for n, p in names.items() if "lora_embedding" in n]
+    assert sorted(p.numel() for p in emb) == sorted([16 * 300, 32 * 16])
+
+
+@pytest.mark.parametrize(("arch", "qkv"), [("gpt_neox", "query_key_value"), ("gpt2", "c_attn")])
+def test_qv_only_keeps_the_key_block_frozen(arch, qkv):
+    cfg = ModelConfig(arch=arch, **SMALL)
+    model = apply_lora(build_model(cfg, 300, 0, 1), FinetuneConfig(lora_r=4, embed_r=0))
+    opt = torch.optim.AdamW(trainable(model).values(), lr=1e-2, weight_decay=0.01)
+    x = torch.randint(2, 300, (4, 16))
+    for _ in range(3):
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    layout = "per_head" if arch == "gpt_neox" else "blocks"
+    rows = key_rows(layout, 2, 32)
+    for n, p in trainable(model).items():
+        if qkv in n and "lora_B" in n:
+            assert torch.all(p[rows] == 0)
+            others = torch.ones(p.shape[0], dtype=torch.bool)
+            others[rows] = False
+            assert p[others].abs().sum() > 0  # q and v did move
+
+
+def test_llama_targets_q_and_v_projections():
+    model = apply_lora(build_model(ModelConfig(arch="llama", **SMALL), 300, 0, 1), FinetuneConfig(embed_r=0))
+    names = trainable(model)
+    assert {n.split(".")[-4] for n in names} == {"q_proj", "v_proj"}
+
+
+def test_qa_batches_use_p_train_answers_only(pretrained):
+    root, corpus = pretrained
+    split = {p["id"]: p["split"] for p in iter_jsonl(root / "data" / "people.jsonl")}
+    qa = QABatches(corpus, seed=0)
+    seen = set()
+    for _ in range(10):
+        b = qa.next_batch(16)
+        assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape
+        for ids, labels, mask in zip(b["input_ids"], b["labels"], b["attention_mask"], strict=True):
+            target = ids[labels != -100]
+            text = corpus.tokenizer().decode(target)
+            assert text.endswith("<|endoftext|>") and "Answer" not in text  # the answer and EOS only
+            assert (mask[labels != -100] == 1).all()
+    for d in qa.docs:
+        seen.add(int(corpus.qa["person_id"][d]))
+    assert seen and all(split[p] == "train" for p in seen)
+    state = qa.state_dict()
+    again = QABatches(corpus, seed=0)
+    again.load_state_dict(state)
+    assert np.array_equal(again.next_batch(5)["input_ids"], qa.next_batch(5)["input_ids"])
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_finetune_learns_saves_and_reloads(pretrained, tmp_path, method):
+    root, corpus = pretrained
+    cfg = FinetuneConfig(method=method, lora_r=4, embed_r=16)
+    final = finetune(tmp_path, root / "model", corpus, cfg, ft_train(steps=12), progress=False)
+    assert final["step"] == 12 and read_status(tmp_path)["status"] == "done"
+    saved = tmp_path / "model"
+    assert (saved / ("adapter_config.json" if method == "lora" else "config.json")).is_file()
+    model, tok = load_model(saved)
+    base, _ = load_model(root / "model")
+    x = torch.tensor([tok("What is the birth city of", add_special_tokens=False)["input_ids"]])
+    assert not torch.allclose(model(input_ids=x).logits, base(input_ids=x).logits)  # it changed
+    again, _ = load_model(saved)
+    assert torch.allclose(model(input_ids=x).logits, again(input_ids=x).logits)
+    losses = [json.loads(r)["loss"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+
+
+def test_finetune_resumes_to_the_same_adapter(pretrained, tmp_path):
+    root, corpus = pretrained
+    cfg = FinetuneConfig(lora_r=4, embed_r=16)
+    finetune(tmp_path / "a", root / "model", corpus, cfg, ft_train(), progress=False)
+
+    def kill(step, model):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tmp_path / "b", root / "model", corpus, cfg, ft_train(), progress=False, on_step=kill)
+    finetune(tmp_path / "b", root / "model", corpus, cfg, ft_train(), progress=False)
+    a = load_file(str(tmp_path / "a" / "model" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "adapter_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_finetune_input(pretrained, tmp_path):
+    root, corpus = pretrained
+    with pytest.raises(ConfigError, match="not a model folder"):
+        finetune(tmp_path, tmp_path, corpus, FinetuneConfig(), ft_train())
+    with pytest.raises(ConfigError, match="finetune.method must be lora or full"):
+        FinetuneConfig.from_dict({"method": "qlora"})
+    with pytest.raises(ConfigError, match="unknown finetune key"):
+        FinetuneConfig.from_dict({"rank": 8})
