@@ -33,18 +33,18 @@ def test_exact_match_edge_cases(prediction, answer, ok):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """A tiny model mixed-trained (BIO + QA) long enough to give varied answers."""
     root = tmp_path_factory.mktemp("ev")
-    corpus = Corpus(prepare_corpus(root, DataConfig(n_people=60, multi=2), vocab_size=300))
-    cfg = TrainConfig(steps=25, batch_size=8, ctx=64, lr=3e-3, warmup_steps=2, eval_every=0, ckpt_every=0,
-                      wandb="disabled")  # fmt: skip
-    pretrain(root, corpus, ModelConfig(name="t", n_layer=2, n_head=2, d_model=32, max_positions=64), cfg,
-             progress=False)  # fmt: skip
+    corpus = Corpus(prepare_corpus(root, DataConfig(n_people=60, multi=2), vocab_size=800))
+    cfg = TrainConfig(steps=100, batch_size=8, ctx=64, lr=2e-3, warmup_steps=5, eval_every=0, ckpt_every=0,
+                      qa_ratio=0.5, wandb="disabled")  # fmt: skip
+    pretrain(root, corpus, ModelConfig(name="t", max_positions=64), cfg, progress=False)
     return root
 
 
 def test_batched_generation_equals_one_at_a_time(trained):
     model, tok = load_model(trained / "model")
-    prompts = [format_prompt(q["question"]) for q in qa_items(trained / "data", max_people=6)]
+    prompts = [format_prompt(q["question"]) for q in qa_items(trained / "data", max_people=10)]
     batched = generate_answers(model, tok, prompts, batch_size=16, max_new_tokens=8)
     single = [generate_answers(model, tok, [p], batch_size=1, max_new_tokens=8)[0] for p in prompts]
     assert batched == single and len(set(batched)) > 1
