@@ -22,7 +22,7 @@ def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     }
 
 
-def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR):
+def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR, hydra: bool = False):
     """The composed config, as a script would see it (tests use this too)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -30,7 +30,14 @@ def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_D
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def used_groups(config_name: str, conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
+    """The config groups ``config_name`` composes (``model`` is a group for pretrain, a path
+    for evaluate), with their options."""
+    choices = compose(config_name, conf_dir=conf_dir, hydra=True).hydra.runtime.choices
+    return {g: opts for g, opts in config_groups(conf_dir).items() if g in choices}
 
 
 def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -43,7 +50,7 @@ def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:  # hydra's parse errors are multi-line
         raise BiolabError(f"cannot parse overrides {args}: {str(err).splitlines()[0]}") from None
-    groups = config_groups(conf_dir)
+    groups = used_groups(config_name, conf_dir)
     chosen = []
     for o in parsed:
         key = o.key_or_group
@@ -66,13 +73,14 @@ def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR
             raise BiolabError(f"unknown key {key!r}; valid keys {where}: {', '.join(keys)}")
 
 
-def usage(config_name: str, doc: str, overrides: list[str] = ()) -> str:
+def usage(config_name: str, doc: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR) -> str:
     """``--help``: what the script does, the presets of each group, and the composed config."""
     from omegaconf import OmegaConf
 
-    check_overrides(config_name, overrides)
-    cfg = compose(config_name, overrides)
-    groups = "\n".join(f"  {g}: {', '.join(opts)}" for g, opts in config_groups().items())
+    check_overrides(config_name, overrides, conf_dir)
+    cfg = compose(config_name, overrides, conf_dir)
+    used = used_groups(config_name, conf_dir).items()
+    groups = "\n".join(f"  {g}: {', '.join(opts)}" for g, opts in used) or "  (none)"
     return (
         f"{doc.strip()}\n\nPresets (group=option):\n{groups}\n\n"
         f"Config (override any key with key=value):\n{OmegaConf.to_yaml(cfg)}"
@@ -80,12 +88,15 @@ def usage(config_name: str, doc: str, overrides: list[str] = ()) -> str:
     )
 
 
-def hydra_main(config_name: str) -> Callable:
-    """Like ``hydra.main``, plus override checks and one-line exits on BiolabError."""
+def hydra_main(config_name: str, conf_dir: Path = CONF_DIR) -> Callable:
+    """Like ``hydra.main``, plus override checks and one-line exits on BiolabError.
+
+    ``conf_dir``: a script whose keys clash with group names (evaluate's ``model=DIR``) gets its
+    own config folder, where ``model`` is a plain key."""
     import hydra
 
     def decorate(fn: Callable) -> Callable:
-        wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
+        wrapped = hydra.main(config_path=str(conf_dir), config_name=config_name, version_base="1.3")(
             _one_line_errors(fn)
         )
 
@@ -99,7 +110,7 @@ def hydra_main(config_name: str) -> Callable:
                     )
                     return
                 if "--hydra-help" not in args:
-                    check_overrides(config_name, args)
+                    check_overrides(config_name, args, conf_dir)
             except BiolabError as err:
                 _die(err)
             wrapped()

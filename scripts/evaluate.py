@@ -4,13 +4,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from biolab.cli import hydra_main
+from biolab.cli import CONF_DIR, hydra_main
 from biolab.data.dataset import read_meta
 from biolab.errors import ConfigError
 from biolab.evaluate import SPLITS, evaluate_qa, load_model
 
 
-@hydra_main("evaluate")
+@hydra_main("evaluate", CONF_DIR / "evaluate")
 def main(cfg) -> None:
     """Generate answers to "{question} Answer:" for a dataset's people and score exact match.
 

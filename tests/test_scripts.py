@@ -81,3 +81,20 @@ def test_bench_runs_and_reports_json():
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["bios"] == 50 and result["seconds"] > 0 and result["peak_rss_mb"]["self"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("finetune.py", ["out=x"], "pretrained=... is required"),
+        ("finetune.py", ["pretrained=/nonexistent", "out=x"], "is not a model folder"),
+        ("finetune.py", ["pretrained=p", "out=x", "finetune=qlora"], "unknown finetune preset 'qlora'"),
+        ("evaluate.py", ["data_dir=d"], "model=... is required"),
+        ("evaluate.py", ["model=m", "data_dir=d", "split=dev"], "split must be train, test or both"),
+        ("evaluate.py", ["model=m", "data_dir=/nonexistent"], "not a biolab dataset"),
+    ],
+)
+def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
+    r = run(script, *args, cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
