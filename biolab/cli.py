@@ -105,9 +105,8 @@ def hydra_main(config_name: str, conf_dir: Path = CONF_DIR) -> Callable:
             args = sys.argv[1:]
             try:
                 if "--help" in args or "-h" in args:
-                    print(
-                        usage(config_name, inspect.cleandoc(fn.__doc__ or ""), [a for a in args if "=" in a])
-                    )
+                    doc = inspect.cleandoc(fn.__doc__ or "")
+                    print(usage(config_name, doc, [a for a in args if "=" in a], conf_dir))
                     return
                 if "--hydra-help" not in args:
                     check_overrides(config_name, args, conf_dir)

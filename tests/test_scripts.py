@@ -98,3 +98,9 @@ def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
     r = run(script, *args, cwd=tmp_path)
     assert r.returncode != 0 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py"])
+def test_every_script_has_help(script):
+    r = run(script, "--help")
+    assert r.returncode == 0 and "Config (override any key with key=value)" in r.stdout, r.stderr
