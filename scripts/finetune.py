@@ -1,6 +1,5 @@
 """QA-finetune a pretrained model: python scripts/finetune.py --help"""
 
-import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.evaluate import evaluate_qa, load_model
 from biolab.io import write_json
-from biolab.train.finetune import FinetuneConfig, finetune, load_pretrained
+from biolab.train.finetune import FinetuneConfig, expand_grid, finetune, load_pretrained
 from biolab.train.pretrain import TrainConfig
 
 
@@ -35,7 +34,7 @@ def main(cfg) -> None:
     data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
     read_meta(data_dir)
     out = Path(cfg.out)
-    runs = _grid(cfg)
+    runs = expand_grid(OmegaConf.to_container(cfg.grid, resolve=True))
     for _, overrides in runs:  # every combination is valid before any training starts
         c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         FinetuneConfig.from_dict(_ft_dict(c))
@@ -77,19 +76,6 @@ def _ft_dict(c) -> dict:
     d = OmegaConf.to_container(c.finetune, resolve=True)
     d.pop("train")
     return d
-
-
-def _grid(cfg) -> list[tuple[str, list[str]]]:
-    grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    if not grid:
-        return [("run", [])]
-    keys = sorted(grid)
-    combos = itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))
-    return [
-        ("_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, vals, strict=True)),
-         [f"{k}={v}" for k, v in zip(keys, vals, strict=True)])
-        for vals in combos
-    ]  # fmt: skip
 
 
 if __name__ == "__main__":

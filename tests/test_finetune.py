@@ -11,7 +11,7 @@ from biolab.errors import ConfigError
 from biolab.evaluate import load_model
 from biolab.model import ModelConfig, build_model
 from biolab.runinfo import read_status
-from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, finetune, key_rows
+from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, expand_grid, finetune, key_rows
 from biolab.train.pretrain import TrainConfig, pretrain
 
 SMALL = dict(n_layer=2, n_head=2, d_model=32, max_positions=64)
@@ -142,3 +142,12 @@ def test_bad_finetune_input(pretrained, tmp_path):
         FinetuneConfig.from_dict({"method": "qlora"})
     with pytest.raises(ConfigError, match="unknown finetune key"):
         FinetuneConfig.from_dict({"rank": 8})
+
+
+def test_expand_grid():
+    assert expand_grid({}) == [("run", [])]
+    runs = expand_grid({"finetune.train.lr": [1e-3, 3e-4], "finetune.lora_r": [8, 16]})
+    assert len(runs) == 4 and runs[0] == (
+        "lora_r=8_lr=0.001",
+        ["finetune.lora_r=8", "finetune.train.lr=0.001"],
+    )

@@ -9,6 +9,7 @@ pretraining (``biolab.train.pretrain.train``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -170,3 +171,16 @@ def finetune(
         config={"finetune": asdict(cfg), "pretrained": str(Path(pretrained).resolve())},
         overwrite=overwrite, progress=progress, on_step=on_step,
     )  # fmt: skip
+
+
+def expand_grid(grid: dict) -> list[tuple[str, list[str]]]:
+    """``{"finetune.lora_r": [8, 16]}`` -> [("lora_r=8", ["finetune.lora_r=8"]), ...]; {} -> one run."""
+    if not grid:
+        return [("run", [])]
+    keys = sorted(grid)
+    values = [grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys]
+    return [
+        ("_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo, strict=True)),
+         [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
+        for combo in itertools.product(*values)
+    ]  # fmt: skip
