@@ -1,4 +1,5 @@
-"""The training loop: BIO pretraining or mixed BIO+QA training, on accelerate.
+"""The training loop (``train``) and BIO / mixed BIO+QA pretraining on it (``pretrain``); QA
+finetuning (``biolab.train.finetune``) runs in the same loop.
 
 One loop serves a 1M-parameter model on a CPU and GPT-2 124M on GPUs (``accelerate launch`` for
 several): AdamW, linear warmup then cosine to ``min_lr_ratio``, gradient accumulation to the global
