@@ -42,7 +42,15 @@ def load_model(path: str | Path):
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()
+        peft_model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+        base = peft_model.get_base_model()
+        head = base.get_output_embeddings()
+        if head is not None and head.weight is base.get_input_embeddings().weight:
+            # The embedding update was trained on the input side only; merging it into a tied
+            # matrix would move the output head too. Untie first.
+            head.weight = torch.nn.Parameter(head.weight.detach().clone())
+            base.config.tie_word_embeddings = False
+        model = peft_model.merge_and_unload()
     elif (path / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(path))
     else:
