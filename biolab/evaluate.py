@@ -153,6 +153,7 @@ def _table(metrics: dict) -> str:
 def evaluate_qa(
     model, tokenizer, data_dir: str | Path, out: str | Path | None = None, splits=SPLITS,
     max_people: int | None = None, batch_size: int = 64, num_beams: int = 1, progress: bool = True,
+    show_table: bool = True,
 ) -> dict:  # fmt: skip
     """Exact match, first-token accuracy and majority baseline per attribute and split; writes
     ``predictions.jsonl`` and ``metrics.json`` into ``out`` and prints a table."""
@@ -190,6 +191,6 @@ def evaluate_qa(
         ]  # fmt: skip
         atomic_write_text(out / "predictions.jsonl", "\n".join(rows) + "\n")
         write_json(out / "metrics.json", metrics)
-    if progress:
+    if show_table:
         print(_table(metrics))
     return metrics

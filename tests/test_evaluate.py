@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     corpus = Corpus(prepare_corpus(root, DataConfig(n_people=60, multi=2), vocab_size=800))
     cfg = TrainConfig(steps=100, batch_size=8, ctx=64, lr=2e-3, warmup_steps=5, eval_every=0, ckpt_every=0,
                       qa_ratio=0.5, wandb="disabled")  # fmt: skip
-    pretrain(root, corpus, ModelConfig(name="t", max_positions=64), cfg, progress=False)
+    pretrain(root, corpus, ModelConfig(name="t", max_positions=64), cfg, progress=False, show_table=False)
     return root
 
 
@@ -52,7 +52,9 @@ def test_batched_generation_equals_one_at_a_time(trained):
 
 def test_evaluation_writes_predictions_and_metrics(trained, tmp_path):
     model, tok = load_model(trained / "model")
-    metrics = evaluate_qa(model, tok, trained / "data", tmp_path, max_people=5, progress=False)
+    metrics = evaluate_qa(
+        model, tok, trained / "data", tmp_path, max_people=5, progress=False, show_table=False
+    )
     rows = [json.loads(r) for r in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 5 * 6
     assert set(rows[0]) == {"person_id", "attribute", "split", "prompt", "prediction", "answer", "correct"}
@@ -71,18 +73,20 @@ def test_splits_are_read_from_the_dataset(trained):
 
 def test_an_untrained_model_scores_near_the_majority_baseline(tmp_path):
     data = tmp_path / "data"
-    write_dataset(DataConfig(n_people=300), data, progress=False)
+    write_dataset(DataConfig(n_people=300), data, progress=False, show_table=False)
     corpus = Corpus(prepare_corpus(tmp_path, data_dir=data, vocab_size=400))
     model = build_model(
         ModelConfig(n_layer=2, n_head=2, d_model=32), corpus.vocab_size, corpus.eos, corpus.pad
     )
-    metrics = evaluate_qa(model.eval(), corpus.tokenizer(), data, splits=("test",), progress=False)
+    metrics = evaluate_qa(
+        model.eval(), corpus.tokenizer(), data, splits=("test",), progress=False, show_table=False
+    )
     test = metrics["splits"]["test"]
     assert test["exact_match"]["mean"] <= test["majority"]["mean"] + 0.02
 
 
 def test_majority_baseline_matches_the_papers_company_city(tmp_path):
-    write_dataset(DataConfig(n_people=20000), tmp_path / "d", progress=False)
+    write_dataset(DataConfig(n_people=20000), tmp_path / "d", progress=False, show_table=False)
     items = qa_items(tmp_path / "d", ("test",))
     base = majority_baseline(tmp_path / "d", items)
     assert base["company_city"] == pytest.approx(0.137, abs=0.01)  # 36/263 companies in New York
