@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     corpus = Corpus(prepare_corpus(root, DataConfig(n_people=60, multi=2), vocab_size=800))
     cfg = TrainConfig(steps=100, batch_size=8, ctx=64, lr=2e-3, warmup_steps=5, eval_every=0, ckpt_every=0,
                       qa_ratio=0.5, wandb="disabled")  # fmt: skip
-    pretrain(root, corpus, ModelConfig(name="t", max_positions=64), cfg, progress=False, show_table=False)
+    pretrain(root, corpus, ModelConfig(name="t", max_positions=64), cfg, progress=False)
     return root
 
 
