@@ -73,7 +73,7 @@ def test_splits_are_read_from_the_dataset(trained):
 
 def test_an_untrained_model_scores_near_the_majority_baseline(tmp_path):
     data = tmp_path / "data"
-    write_dataset(DataConfig(n_people=300), data, progress=False, show_table=False)
+    write_dataset(DataConfig(n_people=300), data, progress=False)
     corpus = Corpus(prepare_corpus(tmp_path, data_dir=data, vocab_size=400))
     model = build_model(
         ModelConfig(n_layer=2, n_head=2, d_model=32), corpus.vocab_size, corpus.eos, corpus.pad
@@ -86,7 +86,7 @@ def test_an_untrained_model_scores_near_the_majority_baseline(tmp_path):
 
 
 def test_majority_baseline_matches_the_papers_company_city(tmp_path):
-    write_dataset(DataConfig(n_people=20000), tmp_path / "d", progress=False, show_table=False)
+    write_dataset(DataConfig(n_people=20000), tmp_path / "d", progress=False)
     items = qa_items(tmp_path / "d", ("test",))
     base = majority_baseline(tmp_path / "d", items)
     assert base["company_city"] == pytest.approx(0.137, abs=0.01)  # 36/263 companies in New York
