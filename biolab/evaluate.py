@@ -89,7 +89,7 @@ def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, prompts: list[str], batch_size: int = 64, num_beams: int = 1,
+    model, tokenizer, prompts: list[str], batch_size: int = 128, num_beams: int = 1,
     max_new_tokens: int = 24, progress: bool = False,
 ) -> list[str]:  # fmt: skip
     """Greedy (or beam) continuations, left-padded batches with the KV cache, cut at EOS."""
@@ -152,7 +152,7 @@ def _table(metrics: dict) -> str:
 
 def evaluate_qa(
     model, tokenizer, data_dir: str | Path, out: str | Path | None = None, splits=SPLITS,
-    max_people: int | None = None, batch_size: int = 64, num_beams: int = 1, progress: bool = True,
+    max_people: int | None = None, batch_size: int = 128, num_beams: int = 1, progress: bool = True,
     show_table: bool = True,
 ) -> dict:  # fmt: skip
     """Exact match, first-token accuracy and majority baseline per attribute and split; writes
