@@ -34,48 +34,37 @@ def main(cfg) -> None:
     data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
     read_meta(data_dir)
     out = Path(cfg.out)
-    runs = expand_grid(OmegaConf.to_container(cfg.grid, resolve=True))
-    for _, overrides in runs:  # every combination is valid before any training starts
+    runs = []  # every combination is checked before any training starts
+    for name, overrides in expand_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid else {}):
         c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-        FinetuneConfig.from_dict(_ft_dict(c))
-        TrainConfig.from_dict(OmegaConf.to_container(c.finetune.train, resolve=True))
+        ft = OmegaConf.to_container(c.finetune, resolve=True)
+        tr = TrainConfig.from_dict(ft.pop("train"))
+        runs.append((name, overrides, FinetuneConfig.from_dict(ft), tr))
     run_corpus = pretrained.parent / "corpus"
-    if (run_corpus / "meta.json").is_file() and Path(
-        Corpus(run_corpus).meta["data_dir"]
-    ) == data_dir.resolve():
+    same_data = (run_corpus / "meta.json").is_file() and (
+        Path(Corpus(run_corpus).meta["data_dir"]) == data_dir.resolve()
+    )
+    if same_data:
         corpus = Corpus(run_corpus)
     else:  # tokenize the dataset with the pretrained model's own tokenizer
         corpus = Corpus(prepare_corpus(out, data_dir=data_dir, tokenizer_path=pretrained))
     results = {}
-    for name, overrides in runs:
-        c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    for name, overrides, ft, tr in runs:
         run = out if len(runs) == 1 else out / "grid" / name
-        ft, tr = (
-            FinetuneConfig.from_dict(_ft_dict(c)),
-            TrainConfig.from_dict(OmegaConf.to_container(c.finetune.train)),
-        )
         finetune(run, pretrained, corpus, ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
         model, tokenizer = load_model(run / "model")
         metrics = evaluate_qa(
             model, tokenizer, data_dir, run / "eval", max_people=cfg.eval.max_people,
             batch_size=cfg.eval.batch_size, num_beams=cfg.eval.num_beams, progress=cfg.progress,
         )  # fmt: skip
-        results[name] = {
-            "overrides": overrides,
-            "test_mean": metrics["splits"]["test"]["exact_match"]["mean"],
-        }
+        test_mean = metrics["splits"]["test"]["exact_match"]["mean"]
+        results[name] = {"overrides": overrides, "test_mean": test_mean}
     if len(runs) > 1:
         best = max(results, key=lambda k: results[k]["test_mean"])
         write_json(
             out / "grid.json", {"best": best, "selected_on": "P_test mean exact match", "runs": results}
         )
         print(json.dumps({"best": best, **results[best]}))
-
-
-def _ft_dict(c) -> dict:
-    d = OmegaConf.to_container(c.finetune, resolve=True)
-    d.pop("train")
-    return d
 
 
 if __name__ == "__main__":

@@ -152,6 +152,6 @@ def test_expand_grid():
     assert expand_grid({}) == [("run", [])]
     runs = expand_grid({"finetune.train.lr": [1e-3, 3e-4], "finetune.lora_r": [8, 16]})
     assert len(runs) == 4 and runs[0] == (
-        "lora_r=8_lr=0.001",
+        "lora_r-8_lr-0.001",
         ["finetune.lora_r=8", "finetune.train.lr=0.001"],
     )

@@ -104,3 +104,26 @@ def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
 def test_every_script_has_help(script):
     r = run(script, "--help")
     assert r.returncode == 0 and "Config (override any key with key=value)" in r.stdout, r.stderr
+
+
+def test_pretrain_then_finetune_grid_then_evaluate(tmp_path):
+    small = ["model.n_layer=1", "model.n_head=2", "model.d_model=32", "train.ctx=32", "train.batch_size=4",
+             "train.steps=3", "train.eval_every=0", "train.wandb=disabled", "data.n_people=20",
+             "tokenizer.vocab_size=300", "progress=false"]  # fmt: skip
+    r = run("pretrain.py", *small, f"out={tmp_path / 'pre'}")
+    assert r.returncode == 0, r.stderr
+    r = run("finetune.py", f"pretrained={tmp_path / 'pre' / 'model'}", f"out={tmp_path / 'ft'}",
+            "finetune.train.steps=2", "finetune.train.batch_size=4", "finetune.train.wandb=disabled",
+            "finetune.embed_r=8", "grid={finetune.lora_r: [2, 4]}", "progress=false")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grid = json.loads((tmp_path / "ft" / "grid.json").read_text())
+    assert set(grid["runs"]) == {"lora_r-2", "lora_r-4"} and grid["selected_on"] == "P_test mean exact match"
+    for name in grid["runs"]:
+        assert (tmp_path / "ft" / "grid" / name / "eval" / "metrics.json").is_file()
+    model = tmp_path / "ft" / "grid" / grid["best"] / "model"
+    r = run("evaluate.py", f"model={model}", f"data_dir={tmp_path / 'pre' / 'data'}", "split=test",
+            f"out={tmp_path / 'ev'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "exact_match" in r.stdout
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(metrics["splits"]) == ["test"]

@@ -174,13 +174,15 @@ def finetune(
 
 
 def expand_grid(grid: dict) -> list[tuple[str, list[str]]]:
-    """``{"finetune.lora_r": [8, 16]}`` -> [("lora_r=8", ["finetune.lora_r=8"]), ...]; {} -> one run."""
+    """``{"finetune.lora_r": [8, 16]}`` -> [("lora_r-8", ["finetune.lora_r=8"]), ...]; {} -> one run.
+
+    Names hold no "=" so a run's path can be passed back as a Hydra override value."""
     if not grid:
         return [("run", [])]
     keys = sorted(grid)
     values = [grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys]
     return [
-        ("_".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo, strict=True)),
+        ("_".join(f"{k.split('.')[-1]}-{v}" for k, v in zip(keys, combo, strict=True)),
          [f"{k}={v}" for k, v in zip(keys, combo, strict=True)])
         for combo in itertools.product(*values)
     ]  # fmt: skip
