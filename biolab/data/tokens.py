@@ -22,7 +22,7 @@ import numpy as np
 import regex
 from tqdm.auto import tqdm
 
-from biolab.data.dataset import iter_jsonl, read_meta
+from biolab.data.dataset import iter_jsonl, read_meta, write_dataset
 from biolab.data.people import ATTRIBUTES
 from biolab.data.qa import format_prompt, format_qa
 from biolab.errors import ConfigError, DataFileError
@@ -336,8 +336,6 @@ def prepare_corpus(
 ) -> Path:
     """``run_dir/corpus`` for a dataset: an existing ``data_dir``, or ``data_cfg`` generated into
     ``run_dir/data``. Both are reused when present and made from the same inputs."""
-    from biolab.data.dataset import write_dataset
-
     run_dir = Path(run_dir)
     if data_dir is None:
         data_dir = run_dir / "data"
