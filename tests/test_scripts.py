@@ -92,6 +92,10 @@ def test_bench_runs_and_reports_json():
         ("evaluate.py", ["data_dir=d"], "model=... is required"),
         ("evaluate.py", ["model=m", "data_dir=d", "split=dev"], "split must be train, test or both"),
         ("evaluate.py", ["model=m", "data_dir=/nonexistent"], "not a biolab dataset"),
+        ("probe.py", ["data_dir=d", "out=o"], "model=... is required"),
+        ("probe.py", ["model=m", "data_dir=d", "out=o", "probe=x_probe"], "unknown probe preset 'x_probe'"),
+        ("probe.py", ["model=m", "data_dir=d", "out=o", "probe.split=half"], "probe.split must be"),
+        ("probe.py", ["model=m", "data_dir=/nonexistent", "out=o"], "not a biolab dataset"),
     ],
 )
 def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
@@ -100,13 +104,13 @@ def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py"])
+@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py", "probe.py"])
 def test_every_script_has_help(script):
     r = run(script, "--help")
     assert r.returncode == 0 and "Config (override any key with key=value)" in r.stdout, r.stderr
 
 
-def test_pretrain_then_finetune_grid_then_evaluate(tmp_path):
+def test_pretrain_then_finetune_grid_then_evaluate_then_probe(tmp_path):
     small = ["model.n_layer=1", "model.n_head=2", "model.d_model=32", "train.ctx=32", "train.batch_size=4",
              "train.steps=3", "train.eval_every=0", "train.wandb=disabled", "data.n_people=20",
              "tokenizer.vocab_size=300", "progress=false"]  # fmt: skip
@@ -127,3 +131,7 @@ def test_pretrain_then_finetune_grid_then_evaluate(tmp_path):
     assert "exact_match" in r.stdout
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(metrics["splits"]) == ["test"]
+    r = run("probe.py", f"model={tmp_path / 'pre' / 'model'}", f"data_dir={tmp_path / 'pre' / 'data'}",
+            "probe=q_fast", "probe.linear.epochs=2", f"out={tmp_path / 'q'}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "q" / "probes.csv").is_file() and (tmp_path / "q" / "qprobe.png").is_file()

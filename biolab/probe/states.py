@@ -1,0 +1,121 @@
+"""The one interface to hidden states: every probe reads the residual stream through here.
+
+``run_with_cache`` is differentiable (the paper's probes train an embedding update through it);
+``collect_states`` gathers chosen positions of every layer for many sequences into a float16 array;
+``cached_states`` keeps that array on disk, keyed by what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from biolab.io import atomic_write_text
+
+
+def run_with_cache(
+    model, input_ids=None, attention_mask=None, inputs_embeds=None
+) -> torch.Tensor:  # [layers+1, batch, seq, d_model]
+    """All hidden states of a causal LM: index 0 is the embedding output, ``-1`` the last layer
+    (after the final norm, as transformers returns it)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        inputs_embeds=inputs_embeds,
+        output_hidden_states=True,
+        use_cache=False,
+    )
+    return torch.stack(out.hidden_states)
+
+
+def pad_right(seqs: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """[batch, max_len] ids and attention mask; right padding keeps positions of a causal model."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def collect_states(
+    model,
+    seqs: list[np.ndarray],
+    positions: np.ndarray,  # [n, P] indices into each sequence; -1 = absent (zeros returned)
+    pad: int,
+    batch_size: int = 64,
+    desc: str = "hidden states",
+) -> np.ndarray:  # [n, layers+1, P, d_model] float16
+    """States of every layer at ``positions`` of each sequence, batched, on the model's device."""
+    if len(seqs) != len(positions):
+        raise ValueError(f"{len(seqs)} sequences but {len(positions)} position rows")
+    lengths = np.array([len(s) for s in seqs])
+    if (positions >= lengths[:, None]).any():
+        raise ValueError("a probe position lies beyond its sequence")
+    device = next(model.parameters()).device
+    n_layers = model.config.num_hidden_layers + 1
+    out = np.zeros((len(seqs), n_layers, positions.shape[1], model.config.hidden_size), np.float16)
+    # Sorting by length keeps padding (wasted compute) small.
+    order = np.argsort(lengths, kind="stable")
+    was_training = model.training
+    model.eval()
+    for start in tqdm(range(0, len(seqs), batch_size), desc=desc, disable=len(seqs) < 8 * batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = pad_right([seqs[r] for r in rows], pad)
+        hs = run_with_cache(model, torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+        pos = torch.from_numpy(np.maximum(positions[rows], 0)).to(device)  # [b, P]
+        picked = hs.gather(2, pos[None, :, :, None].expand(hs.shape[0], -1, -1, hs.shape[-1]))
+        picked = picked.permute(1, 0, 2, 3).float().cpu().numpy()  # [b, layers+1, P, d]
+        picked *= (positions[rows] >= 0)[:, None, :, None]
+        out[rows] = picked.astype(np.float16)
+    model.train(was_training)
+    return out
+
+
+def states_key(**inputs) -> str:
+    """A short hash of whatever determines a states array (model weights, token ids, positions)."""
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        value = inputs[name]
+        h.update(name.encode())
+        if isinstance(value, np.ndarray):
+            h.update(str(value.dtype).encode() + str(value.shape).encode())
+            h.update(np.ascontiguousarray(value).tobytes())
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(model) -> str:
+    """Hash of the weights: a cache made by another model (or another init seed) never matches."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_states(cache_dir: str | Path | None, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` once; later calls with the same key load ``cache_dir/states-<key>.npy``
+    (memory-mapped). Written to a temp name and renamed, so a killed run leaves no half array."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"states-{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    states = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, states)
+    tmp.replace(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"shape": list(states.shape)}) + "\n")
+    return states

@@ -1,0 +1,117 @@
+"""Probe inputs from a dataset: the 11 tasks, their labels, and where to read the states.
+
+Positions come from the attribute spans recorded at generation time (mapped to tokens with the
+model's tokenizer), never from re-parsing text. Every sequence is fed as ``EOS + bio`` as in
+pretraining, so bio token ``t`` sits at input index ``t + 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from biolab.data.dataset import iter_jsonl, read_meta
+from biolab.data.people import ATTRIBUTES, MONTHS
+from biolab.data.tokens import tokenize_texts
+from biolab.errors import ConfigError
+
+# Paper 4.1: birth date only as its first token (the month, 12 classes); the other five attributes
+# as a first-token task and a whole-value task.
+TASKS: tuple[tuple[str, str], ...] = (("birth_date", "first"),) + tuple(
+    (a, kind) for a in ATTRIBUTES[1:] for kind in ("first", "whole")
+)
+N_SPECIAL = len(ATTRIBUTES)
+
+
+@dataclass
+class ProbeData:
+    """One bio entry per person, with labels for every task."""
+
+    person_id: np.ndarray  # [n]
+    train: np.ndarray  # [n] bool: the person is in P_train
+    bio_ids: list[np.ndarray]  # EOS + bio tokens
+    spans: np.ndarray  # [n, 6, 2] token spans [first, end) of each attribute within the bio
+    names: list[str]
+    labels: np.ndarray  # [n, 11] class index per task
+    classes: list[list[str]]  # per task: the class names (first tokens or values)
+
+    @property
+    def n_classes(self) -> np.ndarray:
+        return np.array([len(c) for c in self.classes])
+
+
+def load_probe_data(
+    data_dir: str | Path, tokenizer, max_people: int | None = None, entry: int = 0
+) -> ProbeData:
+    """The ``entry``-th bio of the first ``max_people`` people (ids are a random order, so this is a
+    random subset with both splits), tokenized with the model's tokenizer."""
+    data_dir = Path(data_dir)
+    meta = read_meta(data_dir)
+    n_entries = meta["counts"]["bios"] // meta["counts"]["people"]
+    if not 0 <= entry < n_entries:
+        raise ConfigError(f"entry={entry} but the dataset has {n_entries} entries per person")
+    limit = meta["counts"]["people"] if max_people is None else max_people
+    if limit < 4:
+        raise ConfigError(f"max_people={max_people}: probes need at least 4 people")
+    people = [p for p in iter_jsonl(data_dir / "people.jsonl") if p["id"] < limit]
+    bios = {b["person_id"]: b for b in iter_jsonl(data_dir / "bios.jsonl") if b["entry"] == entry}
+    bios = [bios[p["id"]] for p in people]
+    char_spans = np.array([[b["spans"][a] for a in ATTRIBUTES] for b in bios], dtype=np.int64)
+    ids, offsets, spans = tokenize_texts(
+        tokenizer, [b["text"] for b in bios], char_spans, "tokenize probe bios"
+    )
+    eos = tokenizer.eos_token_id
+    bio_ids = [np.concatenate([[eos], ids[offsets[i] : offsets[i + 1]]]) for i in range(len(bios))]
+
+    labels, classes = [], []
+    for attribute, kind in TASKS:
+        a = ATTRIBUTES.index(attribute)
+        if attribute == "birth_date":
+            names = list(MONTHS)
+            lab = np.array([MONTHS.index(p["birth_date"].split(" ", 1)[0]) for p in people])
+        elif kind == "first":
+            first = np.array([bio_ids[i][spans[i, a, 0] + 1] for i in range(len(bios))])
+            uniq, lab = np.unique(first, return_inverse=True)
+            names = [tokenizer.decode([int(u)]) for u in uniq]
+        else:
+            names, lab = np.unique([p[attribute] for p in people], return_inverse=True)
+            names = list(names)
+        labels.append(lab)
+        classes.append(names)
+    return ProbeData(
+        person_id=np.array([p["id"] for p in people]),
+        train=np.array([p["split"] == "train" for p in people]),
+        bio_ids=bio_ids,
+        spans=spans,
+        names=[p["full_name"] for p in people],
+        labels=np.stack(labels, 1),
+        classes=classes,
+    )
+
+
+def special_positions(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paper 4.1: position k is the token right before the k-th attribute mentioned in the entry.
+
+    Returns bio token indices ``[n, 6]`` and ``seen[n, 6 positions, 6 attributes]``: whether the
+    attribute's first token is already in the text at that position (then probing it is copying)."""
+    starts = spans[:, :, 0]  # [n, 6]
+    pos = np.sort(starts, axis=1) - 1
+    seen = starts[:, None, :] <= pos[:, :, None]
+    return pos, seen
+
+
+def token_positions(bio_ids: list[np.ndarray], max_positions: int) -> np.ndarray:
+    """Bio token indices 0..max_positions-1 for every entry; -1 past its end."""
+    lengths = np.array([len(s) - 1 for s in bio_ids])  # minus the leading EOS
+    t = np.arange(max_positions)[None, :]
+    return np.where(t < lengths[:, None], t, -1)
+
+
+def query_inputs(tokenizer, names: list[str], end_token: int | None) -> list[np.ndarray]:
+    """Paper 4.2: only the full name, between a start token (EOS) and an end token (EOS by default;
+    None: no end token, read the name's last token)."""
+    eos = tokenizer.eos_token_id
+    tail = [] if end_token is None else [end_token]
+    return [np.array([eos, *tokenizer(n, add_special_tokens=False)["input_ids"], *tail]) for n in names]

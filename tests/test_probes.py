@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from biolab.data.dataset import DataConfig
+from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.errors import ConfigError
+from biolab.model import ModelConfig
+from biolab.probe.linear import LinearProbeConfig
+from biolab.probe.probes import COLUMNS, ProbeConfig, read_csv, run_probe
+from biolab.probe.tasks import TASKS
+from biolab.train.pretrain import TrainConfig, pretrain
+
+LAYERS = 3  # embedding + 2 blocks
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    corpus = Corpus(prepare_corpus(root, DataConfig(n_people=40, multi=2, permute=1), vocab_size=600))
+    cfg = TrainConfig(
+        steps=20, batch_size=8, ctx=64, warmup_steps=2, eval_every=0, ckpt_every=0, wandb="disabled"
+    )
+    pretrain(root, corpus, ModelConfig(name="t", n_layer=2, n_head=2, d_model=32, max_positions=256), cfg,
+             progress=False)  # fmt: skip
+    return root
+
+
+def fast(**kw):
+    return ProbeConfig(max_positions=kw.pop("max_positions", 8), linear=LinearProbeConfig(epochs=3), **kw)
+
+
+def test_p_fast_writes_every_layer_position_task_and_control(run, tmp_path):
+    rows = run_probe(run / "model", run / "data", fast(), tmp_path / "p")
+    csv_rows = read_csv(tmp_path / "p/probes.csv")
+    assert list(csv_rows[0]) == list(COLUMNS) and len(csv_rows) == len(rows)
+    assert [float(r["test_acc"]) for r in csv_rows] == [r["test_acc"] for r in rows]
+    per_control = LAYERS * (6 + 8) * len(TASKS)
+    assert len(rows) == 3 * per_control
+    assert {r["control"] for r in rows} == {"none", "shuffled", "random_init"}
+    assert len({r["data"] for r in rows}) == 1
+    for r in rows:
+        assert 0 <= r["test_acc"] <= 1 and 0 <= r["majority"] <= 1
+        assert r["n"] == 20 or r["position_kind"] == "token"
+    for name in ("positions.png", "layers_first.png", "layers_whole.png", "status.json", "config.json"):
+        assert (tmp_path / "p" / name).is_file()
+
+
+def test_a_finished_probe_run_is_not_overwritten_and_states_are_reused(run, tmp_path):
+    out = tmp_path / "p"
+    run_probe(run / "model", run / "data", fast(controls=[], max_positions=0), out, plots=False)
+    cached = sorted(p.name for p in (out / "states").glob("*.npy"))
+    with pytest.raises(ConfigError, match="overwrite"):
+        run_probe(run / "model", run / "data", fast(controls=[], max_positions=0), out)
+    again = run_probe(run / "model", run / "data", fast(controls=[], max_positions=0), out, overwrite=True,
+                      plots=False)  # fmt: skip
+    assert sorted(p.name for p in (out / "states").glob("*.npy")) == cached and len(again) == LAYERS * 6 * 11
+
+
+def test_seen_marks_attributes_already_in_the_text(run, tmp_path):
+    rows = run_probe(
+        run / "model", run / "data", fast(controls=[], max_positions=0), tmp_path / "p", plots=False
+    )
+    s0 = [r for r in rows if r["position"] == "s0"]
+    s5 = [r for r in rows if r["position"] == "s5" and r["task"] == "first"]  # each attribute once
+    assert all(r["seen"] == 0 for r in s0)
+    assert np.mean([r["seen"] for r in s5]) == pytest.approx(5 / 6, abs=1e-3)
+
+
+def test_q_fast_reads_the_name_and_the_end_token(run, tmp_path):
+    rows = run_probe(run / "model", run / "data", fast(kind="q_fast", controls=["shuffled"]), tmp_path / "q")
+    assert {r["position"] for r in rows} == {"name_last", "end"}
+    assert len(rows) == 2 * LAYERS * 2 * len(TASKS)
+    assert (tmp_path / "q/qprobe.png").is_file()
+
+
+def test_entry_split_trains_on_one_entry_and_tests_on_another(run, tmp_path):
+    rows = run_probe(run / "model", run / "data", fast(split="entry", controls=[], max_positions=0),
+                     tmp_path / "e", plots=False)  # fmt: skip
+    assert {r["n"] for r in rows} == {40} and {r["n_train"] for r in rows} == {40}
+
+
+@pytest.mark.parametrize("kind", ["p_paper", "q_paper"])
+def test_the_papers_probes_run_per_task_and_position(run, tmp_path, kind):
+    cfg = ProbeConfig(kind=kind, steps=3, probe_batch=8, tasks=["birth_date.first", "company.whole"],
+                      positions=[0, 2], controls=["shuffled"], norm="batch" if kind == "q_paper" else "layer",
+                      rank=16 if kind == "q_paper" else 2)  # fmt: skip
+    rows = run_probe(run / "model", run / "data", cfg, tmp_path / kind)
+    n_pos = 2 if kind == "p_paper" else 1
+    assert len(rows) == 2 * n_pos * 2
+    assert {r["layer"] for r in rows} == {LAYERS - 1}
+    assert (tmp_path / kind / ("positions.png" if kind == "p_paper" else "qprobe.png")).is_file()
+
+
+def test_bad_probe_configs_fail_before_work(run, tmp_path):
+    with pytest.raises(ConfigError, match="probe.kind"):
+        ProbeConfig.from_dict({"kind": "x_probe"})
+    with pytest.raises(ConfigError, match="probe.tasks"):
+        ProbeConfig.from_dict({"tasks": ["birth_date.whole"]})
+    with pytest.raises(ConfigError, match="controls"):
+        ProbeConfig.from_dict({"controls": ["none"]})
+    with pytest.raises(ConfigError, match="unknown"):
+        ProbeConfig.from_dict({"epochs": 3})
+    assert not (tmp_path / "x").exists()
