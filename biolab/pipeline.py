@@ -1,0 +1,163 @@
+"""An experiment as a stage graph: plan the stages of each (dataset, finetune) combination from a
+composed config, build them through the cache (biolab.stages), and record one manifest per run in
+``ROOT/runs/<experiment>/<run>.json`` for the report."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from biolab.errors import ConfigError
+from biolab.io import write_json
+from biolab.stages import Stage, check_root, ensure
+
+QA_EVAL = ("finetune", "direct", "none")
+
+
+def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
+    """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
+
+    ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
+    paper; ``probes`` maps a probe preset name to its config."""
+    if cfg["qa_eval"] not in QA_EVAL:
+        raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
+    data = Stage("data", cfg["data"])
+    corpus = Stage("corpus", {"tokenizer": cfg["tokenizer"]}, {"data": data})
+    pretrain = Stage("pretrain", {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
+    probe_stages = {
+        name: Stage("probe", {"probe": p}, {"pretrain": pretrain, "data": data})
+        for name, p in (probes or {}).items()
+    }
+    evals: list[tuple[str, Stage | None, dict]] = []
+    if cfg["qa_eval"] == "finetune":
+        from biolab.train.finetune import expand_grid
+
+        for name, overrides in expand_grid(cfg.get("grid") or {}):
+            if any(not o.startswith("finetune.") for o in overrides):
+                raise ConfigError(f"grid keys must be finetune.*, got {overrides}")
+            merged = OmegaConf.merge({"finetune": cfg["finetune"]}, OmegaConf.from_dotlist(overrides))
+            ft = OmegaConf.to_container(merged, resolve=True)["finetune"]
+            inputs = {"pretrain": pretrain, "data": data, "corpus": corpus}
+            stage = Stage("finetune", {"finetune": ft, "eval": cfg["eval"]}, inputs)
+            evals.append((name, stage, ft))
+    elif cfg["qa_eval"] == "direct":
+        evals.append(
+            ("run", Stage("evaluate", {"eval": cfg["eval"]}, {"pretrain": pretrain, "data": data}), None)
+        )
+    else:
+        evals.append(("run", None, None))
+    runs = []
+    for grid_name, ev, ft in evals:
+        run = cfg["data"]["name"] if grid_name == "run" else f"{cfg['data']['name']}__{grid_name}"
+        stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
+                  "probe": {n: s.rel() for n, s in probe_stages.items()}}  # fmt: skip
+        if ev is not None:
+            stages["eval"] = ev.rel()
+        runs.append({
+            "experiment": cfg["experiment"], "scale": cfg["scale"], "run": run, "data": cfg["data"]["name"],
+            "model": cfg["model"]["name"], "train": cfg["train"]["name"],
+            "finetune": None if ft is None else ft.get("name", ft.get("method")),
+            "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
+            "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "stages": stages, "paper": cfg.get("paper") or {},
+            "stage_objs": [s for s in (pretrain, ev, *probe_stages.values()) if s is not None],
+        })  # fmt: skip
+    return runs
+
+
+def make_builders(progress: bool = True) -> dict:
+    """kind -> builder(config, input folders, out): the library calls behind each stage."""
+
+    def data(cfg, inputs, out):
+        from biolab.data.dataset import DataConfig, write_dataset
+
+        write_dataset(DataConfig.from_dict(cfg), out, workers=1, progress=progress)
+
+    def corpus(cfg, inputs, out):
+        from biolab.data.tokens import load_tokenizer, tokenize_dataset
+
+        tok = cfg["tokenizer"]
+        tokenizer = load_tokenizer(tok["path"]) if tok.get("path") else None
+        tokenize_dataset(inputs["data"], out, tokenizer, tok["vocab_size"])
+
+    def pretrain(cfg, inputs, out):
+        from biolab.data.tokens import Corpus
+        from biolab.model import ModelConfig
+        from biolab.train.pretrain import TrainConfig
+        from biolab.train.pretrain import pretrain as run_pretrain
+
+        run_pretrain(out, Corpus(inputs["corpus"]), ModelConfig.from_dict(cfg["model"]),
+                     TrainConfig.from_dict(cfg["train"]), progress=progress)  # fmt: skip
+
+    def evaluate(cfg, inputs, out, model_dir=None):
+        from biolab.evaluate import evaluate_qa, load_model
+
+        model, tokenizer = load_model(model_dir or Path(inputs["pretrain"]) / "model")
+        e = cfg["eval"]
+        evaluate_qa(model, tokenizer, inputs["data"], Path(out) / "eval", max_people=e["max_people"],
+                    batch_size=e["batch_size"], num_beams=e["num_beams"], progress=progress)  # fmt: skip
+
+    def finetune(cfg, inputs, out):
+        from biolab.data.tokens import Corpus
+        from biolab.train.finetune import FinetuneConfig
+        from biolab.train.finetune import finetune as run_finetune
+        from biolab.train.pretrain import TrainConfig
+
+        ft = copy.deepcopy(cfg["finetune"])
+        tr = TrainConfig.from_dict(ft.pop("train"))
+        pretrained = Path(inputs["pretrain"]) / "model"
+        run_finetune(
+            out, pretrained, Corpus(inputs["corpus"]), FinetuneConfig.from_dict(ft), tr, progress=progress
+        )
+        evaluate(cfg, inputs, out, model_dir=Path(out) / "model")
+
+    def probe(cfg, inputs, out):
+        from biolab.probe.probes import ProbeConfig, run_probe
+
+        model = Path(inputs["pretrain"]) / "model"
+        run_probe(model, inputs["data"], ProbeConfig.from_dict(cfg["probe"]), out, overwrite=True)
+
+    return {"data": data, "corpus": corpus, "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate,
+            "probe": probe}  # fmt: skip
+
+
+def validate_plan(runs: list[dict]) -> None:
+    """Typed checks of every stage config before any work starts."""
+    from biolab.data.dataset import DataConfig
+    from biolab.model import ModelConfig
+    from biolab.probe.probes import ProbeConfig
+    from biolab.train.finetune import FinetuneConfig
+    from biolab.train.pretrain import TrainConfig
+
+    for run in runs:
+        for stage in run["stage_objs"]:
+            c = stage.config
+            if stage.kind == "pretrain":
+                DataConfig.from_dict(stage.inputs["corpus"].inputs["data"].config).validate()
+                ModelConfig.from_dict(c["model"])
+                TrainConfig.from_dict(c["train"]).validate()
+            elif stage.kind == "finetune":
+                ft = copy.deepcopy(c["finetune"])
+                TrainConfig.from_dict(ft.pop("train")).validate()
+                FinetuneConfig.from_dict(ft).validate()
+            elif stage.kind == "probe":
+                ProbeConfig.from_dict(c["probe"])
+
+
+def run_experiment(runs: list[dict], root: str | Path, progress: bool = True, log=print) -> list[Path]:
+    """Build every run's stages through the cache; write its manifest; return the manifest paths."""
+    root = check_root(root)
+    validate_plan(runs)
+    builders = make_builders(progress)
+    seen: dict = {}
+    written = []
+    for run in runs:
+        log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
+        for stage in run["stage_objs"]:
+            ensure(stage, root, builders, log, seen)
+        manifest = {k: v for k, v in run.items() if k != "stage_objs"}
+        path = root / "runs" / run["experiment"] / f"{run['run']}.json"
+        write_json(path, manifest)
+        written.append(path)
+    return written

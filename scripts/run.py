@@ -1,0 +1,50 @@
+"""Run an experiment's whole pipeline through the stage cache: python scripts/run.py --help"""
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from biolab.cli import hydra_main
+from biolab.errors import ConfigError
+from biolab.pipeline import plan_runs, run_experiment
+
+
+def _compose(base_overrides: list[str], extra: list[str]) -> dict:
+    cfg = compose(config_name="run", overrides=[*base_overrides, *extra])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@hydra_main("run")
+def main(cfg) -> None:
+    """Generate, tokenize, pretrain, finetune + evaluate, probe; reuse every finished stage.
+
+    python scripts/run.py experiment=demo                    (the README's main job, ~15 CPU minutes)
+    python scripts/run.py experiment=fig3_augmentation scale=small root=/data/biolab
+    python scripts/run.py -m data=bioS_single,bioS_multi5 experiment=fig5_pprobe   (a sweep)
+    Stages land in ROOT/<stage>/<hash>/, manifests in ROOT/runs/<experiment>/, the report in ROOT/report.
+    Re-running the same command resumes: finished stages are reused, pretraining continues from its
+    last checkpoint.
+    """
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("data=", "probe="))]
+    chosen = HydraConfig.get().runtime.choices["data"]
+    # data=X on the command line (a sweep over data=a,b) wins over the experiment's list.
+    explicit = any(o.startswith("data=") for o in HydraConfig.get().overrides.task)
+    datasets = [chosen] if explicit or not cfg.datasets else list(cfg.datasets)
+    if not datasets:
+        raise ConfigError("datasets is empty")
+    probes = {}
+    for name in cfg.probes:
+        probes[name] = _compose(overrides, [f"probe={name}"])["probe"]
+    runs = []
+    for name in datasets:
+        runs += plan_runs(_compose(overrides, [f"data={name}"]), probes)
+    run_experiment(runs, cfg.root, progress=cfg.progress)
+    if cfg.report:
+        from biolab.report import write_report
+
+        report = write_report(cfg.root, experiment=cfg.experiment)
+        print(report.read_text() if hasattr(report, "read_text") else report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+import json
+import multiprocessing as mp
+import os
+import time
+
+import pytest
+
+from biolab.errors import ConfigError
+from biolab.runinfo import read_status
+from biolab.stages import OUTPUTS, Stage, StageError, check_root, ensure, is_complete
+
+
+def data_stage(**cfg):
+    return Stage("data", {"name": "d", "n_people": 10, **cfg})
+
+
+def corpus_stage(data):
+    return Stage("corpus", {"tokenizer": {"vocab_size": 300}}, {"data": data})
+
+
+def counting_builders(calls):
+    def data(cfg, inputs, out):
+        calls.append("data")
+        out.mkdir()
+        for name in OUTPUTS["data"]:
+            (out / name).write_text(json.dumps(cfg))
+
+    def corpus(cfg, inputs, out):
+        calls.append("corpus")
+        assert (inputs["data"] / "meta.json").is_file()  # inputs are built first
+        out.mkdir()
+        for name in OUTPUTS["corpus"]:
+            (out / name).write_text("x")
+
+    return {"data": data, "corpus": corpus}
+
+
+def test_keys_cover_the_config_and_the_inputs_but_not_bookkeeping():
+    a = corpus_stage(data_stage())
+    assert a.key == corpus_stage(data_stage()).key
+    assert corpus_stage(data_stage(n_people=11)).key != a.key  # an input changed
+    assert data_stage(wandb="offline").key == data_stage(wandb="disabled").key
+    assert a.path("R").as_posix() == f"R/corpus/{a.key}"
+    with pytest.raises(ConfigError, match="stage kind"):
+        Stage("train", {})
+
+
+def test_a_complete_stage_is_reused_and_a_damaged_one_rebuilt(tmp_path):
+    calls, logs = [], []
+    stage = corpus_stage(data_stage())
+    ensure(stage, tmp_path, counting_builders(calls), logs.append)
+    assert calls == ["data", "corpus"] and is_complete(stage, tmp_path)
+    ensure(stage, tmp_path, counting_builders(calls), logs.append)
+    assert calls == ["data", "corpus"]
+    path = stage.path(tmp_path)
+    assert (path / "config.yaml").is_file() and read_status(path)["status"] == "done"
+    (path / "bios.npz").unlink()  # deleted by hand
+    ensure(stage, tmp_path, counting_builders(calls), logs.append)
+    assert calls == ["data", "corpus", "corpus"] and any("outputs missing" in m for m in logs)
+    assert not list(path.glob(".partial-*"))
+
+
+def test_a_failing_stage_is_marked_failed_and_leaves_no_outputs(tmp_path):
+    def data(cfg, inputs, out):
+        out.mkdir()
+        (out / "meta.json").write_text("{}")
+        raise RuntimeError("boom")
+
+    stage = data_stage()
+    with pytest.raises(RuntimeError, match="boom"):
+        ensure(stage, tmp_path, {"data": data}, lambda m: None)
+    status = read_status(stage.path(tmp_path))
+    assert status["status"] == "failed" and "boom" in status["error"]
+    assert not (stage.path(tmp_path) / "meta.json").exists() and not is_complete(stage, tmp_path)
+
+
+def test_a_builder_that_forgets_an_output_fails(tmp_path):
+    def data(cfg, inputs, out):
+        out.mkdir()
+        (out / "meta.json").write_text("{}")
+
+    with pytest.raises(StageError, match="without"):
+        ensure(data_stage(), tmp_path, {"data": data}, lambda m: None)
+
+
+def _build_slowly(root, marker):
+    def data(cfg, inputs, out):
+        with open(marker, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)
+        out.mkdir()
+        for name in OUTPUTS["data"]:
+            (out / name).write_text("{}")
+
+    ensure(data_stage(), root, {"data": data}, lambda m: None)
+
+
+def test_two_jobs_claiming_one_stage_build_it_once(tmp_path):
+    marker = tmp_path / "marker"
+    ctx = mp.get_context("fork")
+    jobs = [ctx.Process(target=_build_slowly, args=(tmp_path / "root", marker)) for _ in range(2)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(30)
+    assert [j.exitcode for j in jobs] == [0, 0]
+    assert marker.read_text() == "built\n"
+
+
+def test_an_unwritable_root_is_refused(tmp_path):
+    if os.geteuid() == 0:
+        with pytest.raises(ConfigError, match="not writable"):
+            check_root("/proc/biolab-root")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="not writable"):
+            check_root(ro / "root")
+    assert check_root(tmp_path / "new") == tmp_path / "new"
