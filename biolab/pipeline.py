@@ -145,19 +145,42 @@ def validate_plan(runs: list[dict]) -> None:
                 ProbeConfig.from_dict(c["probe"])
 
 
-def run_experiment(runs: list[dict], root: str | Path, progress: bool = True, log=print) -> list[Path]:
-    """Build every run's stages through the cache; write its manifest; return the manifest paths."""
+def _build_run(run: dict, root: Path, progress: bool, log=print, seen: dict | None = None) -> Path:
+    builders = make_builders(progress)
+    log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
+    for stage in run["stage_objs"]:
+        ensure(stage, root, builders, log, seen)
+    manifest = {k: v for k, v in run.items() if k != "stage_objs"}
+    path = root / "runs" / run["experiment"] / f"{run['run']}.json"
+    write_json(path, manifest)
+    return path
+
+
+def _build_run_in_worker(run: dict, root: Path, progress: bool, threads: int) -> Path:
+    import torch
+
+    torch.set_num_threads(threads)
+    name = run["run"]
+    return _build_run(run, root, progress, log=lambda m: print(f"[{name}] {m}", flush=True))
+
+
+def run_experiment(
+    runs: list[dict], root: str | Path, progress: bool = True, log=print, jobs: int = 1
+) -> list[Path]:
+    """Build every run's stages through the cache; write its manifest; return the manifest paths.
+
+    ``jobs > 1`` builds runs in that many processes, each with its share of the CPU threads (small
+    models use one core better than two); stages shared between runs are built once (stage lock)."""
     root = check_root(root)
     validate_plan(runs)
-    builders = make_builders(progress)
-    seen: dict = {}
-    written = []
-    for run in runs:
-        log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
-        for stage in run["stage_objs"]:
-            ensure(stage, root, builders, log, seen)
-        manifest = {k: v for k, v in run.items() if k != "stage_objs"}
-        path = root / "runs" / run["experiment"] / f"{run['run']}.json"
-        write_json(path, manifest)
-        written.append(path)
-    return written
+    if jobs <= 1 or len(runs) == 1:
+        seen: dict = {}
+        return [_build_run(run, root, progress, log, seen) for run in runs]
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_build_run_in_worker, run, root, False, threads) for run in runs]
+        return [f.result() for f in futures]

@@ -38,7 +38,7 @@ def main(cfg) -> None:
     runs = []
     for name in datasets:
         runs += plan_runs(_compose(overrides, [f"data={name}"]), probes)
-    run_experiment(runs, cfg.root, progress=cfg.progress)
+    run_experiment(runs, cfg.root, progress=cfg.progress, jobs=cfg.jobs)
     if cfg.report:
         from biolab.report import write_report
 
