@@ -63,7 +63,7 @@ def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR
     base = compose(config_name, chosen, conf_dir)
     for o in parsed:
         key = o.key_or_group
-        if key in groups or key.startswith("hydra.") or o.is_add() or o.is_delete():
+        if key in groups or key.startswith(("hydra.", "hydra/")) or o.is_add() or o.is_delete():
             continue
         parent, _, last = key.rpartition(".")
         node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base

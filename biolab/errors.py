@@ -11,3 +11,7 @@ class ConfigError(BiolabError, ValueError):
 
 class DataFileError(BiolabError, ValueError):
     """A shipped or user-supplied data file is missing or malformed (message names file:line)."""
+
+
+class ReportError(BiolabError):
+    """A run folder the report reads is missing, unfinished or inconsistent (message names the path)."""

@@ -17,3 +17,125 @@ def bioS_templates():
 @pytest.fixture(scope="session")
 def bioR_templates():
     return load_templates("bioR")
+
+
+# A stage root written by hand after the stage runner's folder contract (see biolab/runs.py), so the
+# report and the notebooks are tested without training anything; a real tiny run can replace it.
+FAKE_DATASETS = ("bioS_single", "bioS_multi5_permute_fullname")
+FAKE_PAPER = {
+    "qa": "P3.1 Fig 3 left (= Fig 7 left)", "pprobe_first": "P3.1 Fig 5 (= Fig 13a)",
+    "pprobe_whole": "P3.1 Fig 13c", "qprobe": "P3.1 Fig 7 (= Fig 16a)", "qa_method": None,
+}  # fmt: skip
+FAKE_LAYERS = 3  # embedding + 2 blocks
+
+
+def _fake_stage(root, stage, key, config, status="done"):
+    import hashlib
+    import json
+
+    folder = root / stage / hashlib.sha1(f"{stage}:{key}".encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
+    (folder / "status.json").write_text(json.dumps({"status": status, "seconds": 1.0}))
+    return folder
+
+
+def _fake_probe_rows(data, kind, rng):
+    from biolab.data.people import ATTRIBUTES
+
+    tasks = [("birth_date", "first")] + [(a, k) for a in ATTRIBUTES[1:] for k in ("first", "whole")]
+    if kind == "p_fast":
+        positions = [(f"s{k}", "special") for k in range(6)] + [(str(t), "token") for t in range(8)]
+    else:
+        positions = [("name_last", "query"), ("end", "query")]
+    rows = []
+    for control in ("none", "shuffled"):
+        for layer in range(FAKE_LAYERS):
+            for position, position_kind in positions:
+                for attribute, task in tasks:
+                    rows.append({
+                        "model": f"pretrain/{data}/model", "data": data, "probe": kind, "control": control,
+                        "layer": layer, "position": position, "position_kind": position_kind,
+                        "attribute": attribute, "task": task, "train_acc": round(rng.uniform(0.5, 1), 4),
+                        "test_acc": round(rng.uniform(0, 1), 4), "majority": round(rng.uniform(0, 0.2), 4),
+                        "n_train": 50, "n": 50, "seen": 0.0,
+                    })  # fmt: skip
+    return rows
+
+
+def build_fake_root(root, experiment="demo", datasets=FAKE_DATASETS, heatmaps=FAKE_DATASETS, probes=True):
+    """ROOT with one done run per dataset: data, corpus, pretrain, finetune (eval/metrics.json),
+    p_fast and q_fast probes (probes.csv; heatmaps only for ``heatmaps``), and its manifest."""
+    import csv
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from biolab.data.people import ATTRIBUTES
+
+    root = Path(root)
+    for i, data in enumerate(datasets):
+        rng = np.random.default_rng(i)
+        key = f"{experiment}:{data}"
+        stages = {}
+        folder = _fake_stage(root, "data", key, {"name": data, "n_people": 100})
+        (folder / "meta.json").write_text(json.dumps({"config": {"name": data, "n_people": 100}}))
+        (folder / "people.jsonl").write_text("")
+        stages["data"] = folder
+        stages["corpus"] = _fake_stage(root, "corpus", key, {"vocab_size": 2048})
+        stages["pretrain"] = folder = _fake_stage(root, "pretrain", key, {"model": "tiny"})
+        (folder / "model").mkdir()
+        (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 3.0}) + "\n")
+        stages["eval"] = folder = _fake_stage(root, "finetune", key, {"finetune": "lora"})
+        level = 0.1 if "single" in data else 0.7
+        splits = {}
+        for split, lift in (("train", 0.25), ("test", 0.0)):
+            block = {}
+            for name in ("exact_match", "first_token", "majority"):
+                row = {
+                    a: round(float(np.clip(level + lift + rng.uniform(-0.1, 0.1), 0, 1)), 4)
+                    for a in ATTRIBUTES
+                }
+                row["mean"] = float(np.mean(list(row.values())))
+                block[name] = row
+            splits[split] = {**block, "questions": 300}
+        (folder / "eval").mkdir()
+        (folder / "eval" / "metrics.json").write_text(json.dumps({"splits": splits}, indent=2))
+        probe_stages = {}
+        for kind in ("p_fast", "q_fast") if probes else ():
+            folder = _fake_stage(root, "probe", f"{key}:{kind}", {"probe": kind})
+            rows = _fake_probe_rows(data, kind, rng)
+            with open(folder / "probes.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+                w.writeheader()
+                w.writerows(rows)
+            if data in heatmaps:
+                from biolab.probe.plots import plot_probe_run
+
+                plot_probe_run(rows, folder)
+            probe_stages[kind] = folder.relative_to(root).as_posix()
+        manifest = {
+            "experiment": experiment, "scale": "tiny", "run": data, "data": data, "model": "tiny",
+            "finetune": "lora", "finetune_method": "lora", "grid": "run", "train": "tiny", "qa_ratio": 0.0,
+            "stages": {**{k: v.relative_to(root).as_posix() for k, v in stages.items()},
+                       "probe": probe_stages},
+            "paper": dict(FAKE_PAPER),
+        }  # fmt: skip
+        (root / "runs" / experiment).mkdir(parents=True, exist_ok=True)
+        (root / "runs" / experiment / f"{data}.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+@pytest.fixture(scope="session")
+def _fake_root_once(tmp_path_factory):
+    return build_fake_root(tmp_path_factory.mktemp("fake") / "runs")
+
+
+@pytest.fixture
+def fake_root(tmp_path, _fake_root_once):
+    """A two-dataset demo root (bioS_single, bioS_multi5_permute_fullname) under ``tmp_path/runs``,
+    a fresh copy for each test (its heatmaps are drawn once per session)."""
+    import shutil
+
+    return shutil.copytree(_fake_root_once, tmp_path / "runs")

@@ -1,0 +1,78 @@
+"""The paper's reported numbers (Part 3.1, percents) as package data, and one lookup for the report.
+
+``biolab/data/paper_numbers.csv`` is long format: figure, data, model, method, metric, attribute,
+position, value. ``figure`` is what a run manifest names as its paper source (e.g. "P3.1 Fig 3 left
+(= Fig 7 left)"); ``method`` separates rows that share a figure (Figure 10's QAr sweep).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+from biolab.errors import ConfigError, DataFileError
+
+PAPER_CSV = Path(__file__).resolve().parent / "data" / "paper_numbers.csv"
+COLUMNS = ("figure", "data", "model", "method", "metric", "attribute", "position", "value")
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: Path) -> tuple[dict, ...]:
+    if not path.is_file():
+        raise DataFileError(f"{path}: the paper's numbers are missing from the package")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    skip = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    reader = csv.DictReader(lines[skip:])
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise DataFileError(f"{path}:{skip + 1}: header must be {','.join(COLUMNS)}")
+    rows = []
+    for row in reader:
+        try:
+            value = float(row["value"])
+        except (TypeError, ValueError):
+            raise DataFileError(
+                f"{path}:{skip + reader.line_num}: value {row['value']!r} is not a number"
+            ) from None
+        rows.append({**row, "value": value})
+    return tuple(rows)
+
+
+def paper_numbers(path: str | Path = PAPER_CSV) -> list[dict]:
+    """Every row, ``value`` as a float (percent), ``position`` a string ('' when none)."""
+    return [dict(r) for r in _load(Path(path))]
+
+
+def paper_value(source: str, data: str, metric: str, attribute: str, position: int | str | None = None,
+                method: str | None = None, path: str | Path = PAPER_CSV) -> float | None:  # fmt: skip
+    """The paper's number for one cell, or None when the paper does not report it.
+
+    A source or metric the file does not know is a ConfigError (a typo in a manifest must not read
+    as "the paper has no number"), and so is a lookup that matches several methods without
+    ``method``."""
+    rows = _load(Path(path))
+    if source not in {r["figure"] for r in rows}:
+        known = sorted({r["figure"] for r in rows})
+        raise ConfigError(f"unknown paper source {source!r}; known: {'; '.join(known)}")
+    if metric not in {r["metric"] for r in rows if r["figure"] == source}:
+        known = sorted({r["metric"] for r in rows if r["figure"] == source})
+        raise ConfigError(f"{source!r} has no metric {metric!r}; it has: {', '.join(known)}")
+    where = "" if position is None else str(position)
+    hits = [
+        r for r in rows
+        if r["figure"] == source and r["data"] == data and r["metric"] == metric
+        and r["attribute"] == attribute and r["position"] == where and method in (None, r["method"])
+    ]  # fmt: skip
+    methods = sorted({r["method"] for r in hits})
+    if len(methods) > 1:
+        raise ConfigError(
+            f"{source!r} reports {data} under several methods; pick one of: {'; '.join(methods)}"
+        )
+    if method is not None and not hits and method not in {r["method"] for r in rows if r["figure"] == source}:
+        known = sorted({r["method"] for r in rows if r["figure"] == source})
+        raise ConfigError(f"{source!r} has no method {method!r}; it has: {'; '.join(known)}")
+    if len({r["value"] for r in hits}) > 1:
+        raise DataFileError(
+            f"{path}: conflicting values for {source}, {data}, {metric}, {attribute}, {where}"
+        )
+    return hits[0]["value"] if hits else None
