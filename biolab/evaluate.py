@@ -88,16 +88,16 @@ def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def generate_answers(
-    model, tokenizer, prompts: list[str], batch_size: int = 128, num_beams: int = 1,
+def generate_ids(
+    model, tokenizer, seqs: list[list[int]], batch_size: int = 128, num_beams: int = 1,
     max_new_tokens: int = 24, progress: bool = False,
-) -> list[str]:  # fmt: skip
-    """Greedy (or beam) continuations, left-padded batches with the KV cache, cut at EOS."""
+) -> list[list[int]]:  # fmt: skip
+    """Greedy (or beam) continuations of token sequences, left-padded batches with the KV cache,
+    cut at EOS (the EOS itself dropped)."""
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    seqs = _prompt_ids(tokenizer, prompts)
     order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch
-    out: list[str] = [""] * len(prompts)
+    out: list[list[int]] = [[] for _ in seqs]
     for s in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
         idx = order[s : s + batch_size]
         ids, mask = _left_pad([seqs[i] for i in idx], pad, device)
@@ -106,10 +106,18 @@ def generate_answers(
             num_beams=num_beams, eos_token_id=eos, pad_token_id=pad,
         )[:, ids.shape[1] :].tolist()  # fmt: skip
         for i, tokens in zip(idx, gen, strict=True):
-            if eos in tokens:
-                tokens = tokens[: tokens.index(eos)]
-            out[i] = tokenizer.decode(tokens)
+            out[i] = tokens[: tokens.index(eos)] if eos in tokens else tokens
     return out
+
+
+def generate_answers(
+    model, tokenizer, prompts: list[str], batch_size: int = 128, num_beams: int = 1,
+    max_new_tokens: int = 24, progress: bool = False,
+) -> list[str]:  # fmt: skip
+    """Decoded continuations of text prompts (each after an EOS, as in training)."""
+    seqs = _prompt_ids(tokenizer, prompts)
+    gen = generate_ids(model, tokenizer, seqs, batch_size, num_beams, max_new_tokens, progress)
+    return [tokenizer.decode(tokens) for tokens in gen]
 
 
 @torch.no_grad()

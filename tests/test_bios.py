@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from biolab.data.bios import PAIRS, render_bio, render_bios_bioR, render_bios_bioS
-from biolab.data.check import mask_values
+from biolab.data.check import agreement_errors, mask_values
 from biolab.data.people import ATTRIBUTES, sample_people
 
 
@@ -159,3 +159,54 @@ def test_hand_written_json_equals_json_dumps(people, bioS_templates):
     bio.entry = 4
     expected = {"person_id": bio.person_id, "entry": 4, "text": bio.text, "spans": bio.spans}
     assert bio.to_json() == json.dumps(expected, ensure_ascii=False)
+
+
+def name_sentence(bio):
+    """0-based index of the sentence holding the (single) full name."""
+    masked = mask_values(bio.text, bio.spans)
+    start = masked.index(bio.text[slice(*bio.spans["name"][0])])
+    return len(re.findall(r"\.(?= [A-Z])", masked[: start + 1]))
+
+
+@pytest.mark.parametrize(
+    ("reverse", "multi", "permute"), [(1, 5, 0), (2, 5, 0), (6, 5, 0), (6, 5, 1), (3, 1, 2)]
+)
+def test_reverse_moves_the_name_and_keeps_spans(people, bioS_templates, reverse, multi, permute):
+    bios = render_bios_bioS(people, bioS_templates, rng(), multi=multi, permute=permute, reverse=reverse)
+    plain = render_bios_bioS(people, bioS_templates, rng(), multi=multi, permute=permute)
+    per = multi * max(1, permute)
+    assert len(bios) == len(plain) == per * len(people)
+    for k, (bio, twin) in enumerate(zip(bios, plain, strict=True)):
+        person = people[k // per]
+        for a in ATTRIBUTES:
+            s, e = bio.spans[a]
+            assert bio.text[s:e] == person.value(a)
+        (s, e), *more = bio.spans["name"]
+        assert not more and bio.text[s:e] == person.full_name and bio.text.count(person.full_name) == 1
+        parts = sentences(bio)
+        assert name_sentence(bio) == reverse and len(parts) == (7 if reverse == 6 else 6)
+        assert all(p.startswith("The person ") for p in parts[:reverse])
+        assert person.first_name not in bio.text[:s]
+        if reverse == 6:
+            assert bio.text.endswith(f" This person's name is {person.full_name}.")
+        else:
+            assert parts[reverse].startswith(person.full_name + " ")
+            assert all(p.startswith(person.pronoun.capitalize() + " ") for p in parts[reverse + 1 :])
+        # the same random draws as the plain twin: only the subjects differ
+        assert attribute_order(bio) == attribute_order(twin)
+    assert not any(agreement_errors(b.text) for b in bios)
+    if permute:
+        assert len({tuple(attribute_order(b)) for b in bios}) > 50
+
+
+def test_reverse_single_entry_and_verb_agreement(people, bioS_templates):
+    person = next(p for p in people if p.pronoun == "they")
+    templates = [bioS_templates["birth_date"][0], *(bioS_templates[a][0] for a in ATTRIBUTES[1:])]
+    bio = render_bio(person, templates, reverse=1)
+    first, second = sentences(bio)[:2]
+    assert first == "The person was born on <V>."  # singular, unlike "They were born"
+    assert second.startswith(person.full_name + " was ")
+    start = bio.text.index(". ") + 2
+    assert bio.spans["name"] == [[start, start + len(person.full_name)]]
+    last = render_bio(person, templates, reverse=6)
+    assert last.text.startswith("The person was born on ") and name_sentence(last) == 6

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from biolab.data.check import agreement_errors, check_dataset, count_sentences, mask_values
+from biolab.data.check import agreement_errors, check_dataset, count_sentences, mask_values, reverse_errors
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.io import write_json
 
@@ -17,6 +17,10 @@ from biolab.io import write_json
         {"permute": 2, "couple": True},
         {"style": "bioR", "multi": 2},
         {"style": "bioR", "fullname": True},
+        {"multi": 2, "reverse": 1},
+        {"multi": 2, "reverse": 2},
+        {"multi": 2, "reverse": 6},
+        {"multi": 2, "permute": 1, "reverse": 6},
     ],
 )
 def test_generated_datasets_pass_the_independent_check(tmp_path, kw):
@@ -58,3 +62,29 @@ def test_sentence_count_masks_values_by_span_not_by_string():
     spans = {"company": [29, 32], "birth_city": [64, 77], "name": [[0, 17], [34, 51]]}
     assert mask_values(text, spans) == "Kiara Lee Hibbert worked for <V>. Kiara Lee Hibbert was born in <V>."
     assert count_sentences(text, spans) == 2
+
+
+def test_reverse_check_finds_a_misplaced_name(pools, bioS_templates):
+    import numpy as np
+
+    from biolab.data.bios import render_bios_bioS
+    from biolab.data.people import sample_people
+
+    person = sample_people(3, 0, pools)[0]
+    p = person.to_dict()
+    bio = render_bios_bioS([person], bioS_templates, np.random.default_rng(0), reverse=1)[0]
+    assert reverse_errors(bio.text, bio.spans, p, 1) == []
+    assert reverse_errors(bio.text, bio.spans, p, 2) == ["name in sentence 2, expected 3"]
+    plain = render_bios_bioS([person], bioS_templates, np.random.default_rng(0))[0]
+    assert reverse_errors(plain.text, plain.spans, p, 1) == ["name in sentence 1, expected 2"]
+    leak = bio.text.replace("The person", p["last_name"], 1)
+    errors = reverse_errors(leak, {**bio.spans, **_shift(bio.spans, len(p["last_name"]) - 10)}, p, 1)
+    assert "a part of the name occurs before the name" in errors
+    last = render_bios_bioS([person], bioS_templates, np.random.default_rng(0), reverse=6)[0]
+    assert reverse_errors(last.text, last.spans, p, 6) == []
+    cut = last.text[: last.text.rindex(" This person")]
+    assert reverse_errors(cut, {k: v for k, v in last.spans.items() if k != "name"}, p, 6)
+
+
+def _shift(spans, d):
+    return {k: [v[0] + d, v[1] + d] for k, v in spans.items() if k != "name"}

@@ -14,7 +14,15 @@ FIG3 = [
     "bioS_multi2_permute_fullname", "bioS_multi5", "bioS_multi5_fullname", "bioS_multi5_permute",
     "bioS_multi5_permute_fullname",
 ]  # fmt: skip
-OTHERS = ["bioS_couple2", "bioR_single", "bioR_single_fullname", "bioR_multi5", "bioR_multi5_fullname"]
+REVERSE = [
+    "bioS_multi5_reverse1",
+    "bioS_multi5_reverse2",
+    "bioS_multi5_reverse6",
+    "bioS_multi5_permute_reverse6",
+]
+OTHERS = [
+    "bioS_couple2", "bioR_single", "bioR_single_fullname", "bioR_multi5", "bioR_multi5_fullname", *REVERSE,
+]  # fmt: skip
 
 
 def test_every_shipped_yaml_parses():
@@ -53,6 +61,12 @@ def test_preset_semantics(preset, entries, permute, multi):
     data = DataConfig.from_dict(OmegaConf.to_container(compose("generate", [f"data={preset}"]).data))
     assert (data.entries_per_person, data.permute, data.multi) == (entries, permute, multi)
     assert data.couple == (preset == "bioS_couple2")
+
+
+@pytest.mark.parametrize("preset", REVERSE)
+def test_reverse_presets(preset):
+    data = DataConfig.from_dict(OmegaConf.to_container(compose("generate", [f"data={preset}"]).data))
+    assert (data.reverse, data.multi, data.permute) == (int(preset[-1]), 5, int("permute" in preset))
 
 
 def test_good_overrides_pass():

@@ -112,6 +112,10 @@ def test_tampering_is_detected(tmp_path):
         ({"style": "bioR", "permute": 2}, "bioR entries already vary their order"),
         ({"style": "bioX"}, "style must be one of"),
         ({"merge_prob": 1.5}, r"merge_prob must be in \[0, 1\]"),
+        ({"reverse": 7}, r"reverse must be 0 \(off\), 1-5"),
+        ({"reverse": -1}, r"reverse must be 0 \(off\), 1-5"),
+        ({"style": "bioR", "reverse": 1}, "reverse is a bioS augmentation"),
+        ({"reverse": 6, "fullname": True}, "use fullname=false"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, kw, message):
@@ -149,3 +153,19 @@ def test_generation_is_pinned_across_machines(tmp_path, style, kw):
     assert meta["sha256"]["people.jsonl"] == GOLDEN["people.jsonl"]
     assert meta["sha256"]["qa.jsonl"] == GOLDEN["qa.jsonl"]
     assert meta["sha256"]["bios.jsonl"] == GOLDEN[style]
+
+
+def test_reverse_is_left_out_of_the_config_at_its_default(tmp_path):
+    assert "reverse" not in DataConfig().to_dict()  # earlier datasets' meta.json stay byte-identical
+    assert DataConfig(reverse=6).to_dict()["reverse"] == 6
+    out, meta = write(tmp_path, multi=2, reverse=6)
+    assert meta["config"]["reverse"] == 6
+    assert load_dataset(out).config == DataConfig(n_people=50, multi=2, reverse=6)
+    plain, _ = write(tmp_path, "plain", multi=2)
+    # the same people and QA; the bios have the plain twin's templates, with the name moved
+    for f in ("people.jsonl", "qa.jsonl"):
+        assert (out / f).read_bytes() == (plain / f).read_bytes()
+    a, b = load_dataset(out).bios, load_dataset(plain).bios
+    assert all(
+        x.text.endswith(f"name is {y.text[slice(*y.spans['name'][0])]}.") for x, y in zip(a, b, strict=True)
+    )

@@ -1,5 +1,6 @@
 """Rendering biographies: bioS (strict templates) and bioR-style (freer), with the paper's
-augmentations (multiM, permute, fullname, couple) and exact character spans of every value.
+augmentations (multiM, permute, fullname, couple, Part 3.2's reverse) and exact character spans of
+every value.
 
 Spans are code-point offsets into ``text`` (Python string indices), recorded while rendering,
 so nothing downstream ever re-parses a biography.
@@ -13,11 +14,43 @@ from json.encoder import encode_basestring
 import numpy as np
 
 from biolab.data.people import ATTRIBUTES, PRONOUNS, Person
-from biolab.data.templates import Template, TemplateSet
+from biolab.data.templates import NAME, Template, TemplateSet
+from biolab.errors import ConfigError
 
 # bioS "couple" ordering and bioR merged clauses both pair the attributes this way.
 PAIRS = (("birth_date", "birth_city"), ("university", "major"), ("company", "company_city"))
 STREAM_BIOS = 3
+
+# Reverse datasets (Part 3.2): sentences before the name refer to the person without naming them;
+# reverse=6 closes the entry with a sentence of its own that gives the name.
+ANONYMOUS = "The person"
+NAME_SENTENCE = ("This person's name is ", ((NAME, "."),))
+REVERSE_LAST = 6
+
+
+def anonymous(sentence: tuple) -> tuple:
+    """A compiled bioS sentence whose subject is the name (all bioS templates start with it),
+    with ANONYMOUS in its place; compiled for the name, so the verb is already singular."""
+    _, ((slot, tail), *rest) = sentence
+    assert slot == NAME, "bioS sentences start with the subject"
+    return ANONYMOUS + tail, tuple(rest)
+
+
+def check_reverse(reverse: int, fullname: bool) -> None:
+    if not 0 <= reverse <= REVERSE_LAST:
+        raise ConfigError(
+            f"data.reverse must be 0 (off), 1-5 (the name in sentence reverse+1) or {REVERSE_LAST} "
+            f"(a closing name sentence), got {reverse}"
+        )
+    if reverse and fullname:
+        raise ConfigError("data.reverse hides the name before sentence reverse+1: use fullname=false")
+
+
+def subject_forms(n: int, fullname: bool, reverse: int) -> list[str]:
+    """Per sentence position: "name", "pronoun" or "anonymous" (before the name, with reverse)."""
+    if reverse:
+        return ["anonymous" if k < reverse else "name" if k == reverse else "pronoun" for k in range(n)]
+    return ["name" if fullname or k == 0 else "pronoun" for k in range(n)]
 
 
 @dataclass(slots=True)
@@ -67,12 +100,17 @@ def render_pieces(sentences: list[tuple], person: Person) -> Bio:
     return Bio(person.id, 0, "".join(buf), ordered)
 
 
-def render_bio(person: Person, templates: list[Template], fullname: bool = False) -> Bio:
+def render_bio(person: Person, templates: list[Template], fullname: bool = False, reverse: int = 0) -> Bio:
     """One entry from an ordered list of templates: the full name in the first sentence and, with
-    ``fullname``, in every sentence; the person's pronoun elsewhere."""
-    sentences = [
-        t.compile(person.pronoun, use_name=fullname or k == 0, lead=True) for k, t in enumerate(templates)
-    ]
+    ``fullname``, in every sentence; the person's pronoun elsewhere. ``reverse=r`` (bioS): the
+    first r sentences say ANONYMOUS, the name comes in sentence r+1 or, for r=6, in a last one."""
+    check_reverse(reverse, fullname)
+    sentences = []
+    for t, form in zip(templates, subject_forms(len(templates), fullname, reverse), strict=True):
+        s = t.compile(person.pronoun, use_name=form != "pronoun", lead=True)
+        sentences.append(anonymous(s) if form == "anonymous" else s)
+    if reverse == REVERSE_LAST:
+        sentences.append(NAME_SENTENCE)
     return render_pieces(sentences, person)
 
 
@@ -99,8 +137,12 @@ def render_bios_bioS(
     permute: int = 0,
     fullname: bool = False,
     couple: bool = False,
+    reverse: int = 0,
 ) -> list[Bio]:
-    """bioS entries for ``people``, in person order then entry order."""
+    """bioS entries for ``people``, in person order then entry order. ``reverse`` (see
+    ``render_bio``) draws the same random numbers, so a reverse dataset has the same templates and
+    orders as its plain twin: only where the name stands differs."""
+    check_reverse(reverse, fullname)
     n = len(people)
     per_attr = [templates[a] for a in ATTRIBUTES]
     # Precompiled sentence variants: table[attr][template][pronoun][use_name].
@@ -111,6 +153,7 @@ def render_bios_bioS(
     tids = rng.integers(0, counts, size=(n, multi, 6)).tolist()
     orders = _orders(rng, n, multi, permute, couple).tolist()
     pron_index = {p: i for i, p in enumerate(PRONOUNS)}
+    anon = [[[anonymous(v[True]) for v in by_p] for by_p in ts] for ts in table] if reverse else None
     bios = []
     for i, person in enumerate(people):
         p = pron_index[person.pronoun]
@@ -118,7 +161,15 @@ def render_bios_bioS(
         for d in range(multi):
             chosen = tids[i][d]
             for order in orders[i][d]:
-                sentences = [table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)]
+                if reverse:  # a separate branch keeps the plain path as fast as before
+                    sentences = [
+                        anon[a][chosen[a]][p] if k < reverse else table[a][chosen[a]][p][k == reverse]
+                        for k, a in enumerate(order)
+                    ]
+                    if reverse == REVERSE_LAST:
+                        sentences.append(NAME_SENTENCE)
+                else:
+                    sentences = [table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)]
                 bio = render_pieces(sentences, person)
                 bio.entry = entry
                 bios.append(bio)

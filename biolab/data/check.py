@@ -9,8 +9,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from biolab.data.bios import ANONYMOUS, REVERSE_LAST
 from biolab.data.dataset import iter_jsonl, verify_dataset
 from biolab.data.people import ATTRIBUTES
+
+_SENTENCE_END = re.compile(r"\.(?= [A-Z])")
 
 # A subject pronoun right before a verb form that disagrees with it.
 _BAD = re.compile(r"\b(?:[Tt]hey (?:was|is|has|does)|(?:[Hh]e|[Ss]he) (?:were|are|have|do))\b")
@@ -31,7 +34,29 @@ def mask_values(text: str, spans: dict) -> str:
 
 def count_sentences(text: str, spans: dict) -> int:
     """Sentences end at ". " before an upper-case letter, once the values are masked."""
-    return len(re.findall(r"\.(?= [A-Z])", mask_values(text, spans))) + 1
+    return len(_SENTENCE_END.findall(mask_values(text, spans))) + 1
+
+
+def reverse_errors(text: str, spans: dict, person: dict, reverse: int) -> list[str]:
+    """A reverse entry names the person in sentence ``reverse`` (0-based; 6 = a closing sentence
+    of its own), every sentence before it says ANONYMOUS, and none gives a name part away."""
+    masked = mask_values(text, spans)
+    at = masked.find(person["full_name"])
+    if at < 0:
+        return ["the full name is missing"]
+    before = _SENTENCE_END.split(masked[: at + 1])  # the name's capital marks its sentence start
+    errors = []
+    if len(before) - 1 != reverse:
+        errors.append(f"name in sentence {len(before)}, expected {reverse + 1}")
+    if any(not s.strip().startswith(ANONYMOUS + " ") for s in before[:-1]):
+        errors.append(f"a sentence before the name does not start with {ANONYMOUS!r}")
+    parts = (person["first_name"], person["middle_name"], person["last_name"])
+    if any(re.search(rf"\b{re.escape(w)}\b", masked[:at]) for w in parts):
+        errors.append("a part of the name occurs before the name")
+    closing = text.endswith(person["full_name"] + ".") and count_sentences(text, spans) == 7
+    if reverse == REVERSE_LAST and not closing:
+        errors.append("the name is not a closing seventh sentence")
+    return errors
 
 
 def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[str], dict]:
@@ -72,7 +97,10 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         n_name = text.count(p["full_name"])
         if n_name != len(spans["name"]) or any(text[s:e] != p["full_name"] for s, e in spans["name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: name spans do not match the text")
-        if not text.startswith(p["full_name"]):
+        if cfg.get("reverse", 0):  # datasets written before reverse existed lack the key
+            for err in reverse_errors(text, spans, p, cfg["reverse"]):
+                problem(f"bio {b['person_id']}/{b['entry']}: {err}")
+        elif not text.startswith(p["full_name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
         if cfg["fullname"]:
             n_sent = count_sentences(text, spans)

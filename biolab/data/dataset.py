@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from biolab import __version__
 from biolab.config import from_dict
-from biolab.data.bios import Bio, bio_rng, entries_per_person, render_bios_bioR, render_bios_bioS
+from biolab.data.bios import (
+    Bio,
+    bio_rng,
+    check_reverse,
+    entries_per_person,
+    render_bios_bioR,
+    render_bios_bioS,
+)
 from biolab.data.people import ATTRIBUTES, DAYS, MONTHS, PRONOUNS, YEARS, Person, sample_people
 from biolab.data.pools import Pools, load_pools
 from biolab.data.qa import QA, qa_pairs
@@ -42,6 +49,7 @@ class DataConfig:
     permute: int = 0  # 0: fixed order; P: each draw in P shuffled sentence orders
     fullname: bool = False  # the full name in every sentence instead of the pronoun
     couple: bool = False  # permute the three attribute pairs instead of single sentences
+    reverse: int = 0  # Part 3.2: 0 off; r = 1..5 the name in sentence r+1; 6 a closing name sentence
     group: str = "main"
     merge_prob: float = 0.7  # bioR: chance an attribute pair shares one sentence
     max_fillers: int = 1  # bioR: 0..max neutral sentences per entry
@@ -66,6 +74,9 @@ class DataConfig:
             raise ConfigError("data.couple shuffles attribute pairs: it needs data.permute >= 1")
         if self.style == "bioR" and (self.permute or self.couple):
             raise ConfigError("bioR entries already vary their order: use permute=0, couple=false")
+        check_reverse(self.reverse, self.fullname)
+        if self.reverse and self.style != "bioS":
+            raise ConfigError("data.reverse is a bioS augmentation (bioR bios open with the name)")
         for k in ("merge_prob", "connective_prob"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ConfigError(f"data.{k} must be in [0, 1], got {getattr(self, k)}")
@@ -77,7 +88,12 @@ class DataConfig:
         return entries_per_person(self.multi, self.permute)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.reverse:
+            # reverse came after format 1: leaving it out at its default keeps the meta.json of
+            # every earlier dataset, and the data configs compared by prepare_corpus, unchanged
+            del d["reverse"]
+        return d
 
 
 def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
@@ -94,7 +110,9 @@ def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=No
         templates = load_templates(cfg.style, cfg.templates)
     rng = bio_rng(cfg.seed, chunk)
     if cfg.style == "bioS":
-        return render_bios_bioS(people, templates, rng, cfg.multi, cfg.permute, cfg.fullname, cfg.couple)
+        return render_bios_bioS(
+            people, templates, rng, cfg.multi, cfg.permute, cfg.fullname, cfg.couple, cfg.reverse
+        )
     return render_bios_bioR(
         people, templates, rng, cfg.multi, cfg.fullname,
         cfg.merge_prob, cfg.max_fillers, cfg.connective_prob,
