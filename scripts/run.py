@@ -40,10 +40,16 @@ def main(cfg) -> None:
         runs += plan_runs(_compose(overrides, [f"data={name}"]), probes)
     run_experiment(runs, cfg.root, progress=cfg.progress, jobs=cfg.jobs)
     if cfg.report:
+        import fcntl
+        from pathlib import Path
+
         from biolab.report import write_report
 
-        report = write_report(cfg.root, experiment=cfg.experiment)
-        print(report.read_text() if hasattr(report, "read_text") else report)
+        # Jobs of a sweep each end with the report: one at a time, the last one sees every run.
+        with open(Path(cfg.root) / ".report.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            report = write_report(cfg.root, experiment=cfg.experiment)
+        print(report.read_text())
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py", "probe.py"])
+@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py", "probe.py", "run.py", "report.py"])
 def test_every_script_has_help(script):
     r = run(script, "--help")
     assert r.returncode == 0 and "Config (override any key with key=value)" in r.stdout, r.stderr
@@ -135,3 +135,22 @@ def test_pretrain_then_finetune_grid_then_evaluate_then_probe(tmp_path):
             "probe=q_fast", "probe.linear.epochs=2", f"out={tmp_path / 'q'}")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "q" / "probes.csv").is_file() and (tmp_path / "q" / "qprobe.png").is_file()
+
+
+def test_run_sweep_shares_stages_and_ends_in_one_report(tmp_path):
+    tiny = ["data.n_people=16", "train.steps=2", "train.batch_size=2", "train.ctx=32", "model.n_layer=1",
+            "model.d_model=16", "model.n_head=2", "tokenizer.vocab_size=300", "finetune.train.steps=1",
+            "finetune.train.batch_size=2", "probes=[]", "progress=false", f"root={tmp_path / 'root'}"]  # fmt: skip
+    r = run("run.py", "-m", "experiment=fig3_augmentation", "data=bioS_single,bioS_multi2", *tiny, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "root" / "runs" / "fig3_augmentation").iterdir())
+    assert runs == ["bioS_multi2.json", "bioS_single.json"]
+    assert len(list((tmp_path / "root" / "pretrain").glob("[!.]*"))) == 2
+    report = (tmp_path / "root" / "report" / "report.md").read_text()
+    assert "bioS_single" in report and "bioS_multi2" in report
+    r = run("run.py", "experiment=fig3_augmentation", "data=bioS_single", *tiny, cwd=tmp_path)
+    assert r.returncode == 0 and "building" not in r.stdout and "reused" in r.stdout, r.stdout[-2000:]
+    r = run("run.py", "experiment=fig9_nothing", *tiny, cwd=tmp_path)
+    assert r.returncode != 0 and "unknown experiment preset 'fig9_nothing'" in r.stderr
+    r = run("run.py", "scale=huge", *tiny, cwd=tmp_path)
+    assert r.returncode != 0 and "unknown scale preset 'huge'" in r.stderr
