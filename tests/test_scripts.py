@@ -104,7 +104,10 @@ def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py", "probe.py", "run.py", "report.py"])
+SCRIPTS = ["pretrain.py", "finetune.py", "evaluate.py", "probe.py", "run.py", "report.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_has_help(script):
     r = run(script, "--help")
     assert r.returncode == 0 and "Config (override any key with key=value)" in r.stdout, r.stderr
@@ -140,7 +143,8 @@ def test_pretrain_then_finetune_grid_then_evaluate_then_probe(tmp_path):
 def test_run_sweep_shares_stages_and_ends_in_one_report(tmp_path):
     tiny = ["data.n_people=16", "train.steps=2", "train.batch_size=2", "train.ctx=32", "model.n_layer=1",
             "model.d_model=16", "model.n_head=2", "tokenizer.vocab_size=300", "finetune.train.steps=1",
-            "finetune.train.batch_size=2", "probes=[]", "progress=false", f"root={tmp_path / 'root'}"]  # fmt: skip
+            "finetune.train.batch_size=2", "probes=[]", "progress=false"]  # fmt: skip
+    tiny.append(f"root={tmp_path / 'root'}")
     r = run("run.py", "-m", "experiment=fig3_augmentation", "data=bioS_single,bioS_multi2", *tiny, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     runs = sorted(p.name for p in (tmp_path / "root" / "runs" / "fig3_augmentation").iterdir())
