@@ -145,7 +145,8 @@ def test_run_sweep_shares_stages_and_ends_in_one_report(tmp_path):
             "model.d_model=16", "model.n_head=2", "tokenizer.vocab_size=300", "finetune.train.steps=1",
             "finetune.train.batch_size=2", "probes=[]", "progress=false"]  # fmt: skip
     tiny.append(f"root={tmp_path / 'root'}")
-    r = run("run.py", "-m", "experiment=fig3_augmentation", "data=bioS_single,bioS_multi2", *tiny, cwd=tmp_path)
+    sweep = ["-m", "experiment=fig3_augmentation", "data=bioS_single,bioS_multi2"]
+    r = run("run.py", *sweep, *tiny, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     runs = sorted(p.name for p in (tmp_path / "root" / "runs" / "fig3_augmentation").iterdir())
     assert runs == ["bioS_multi2.json", "bioS_single.json"]
