@@ -4,6 +4,7 @@
     python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
     python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
     python scripts/bench.py eval        batched QA generation vs one generate call per question
+    python scripts/bench.py probe       fast P-probes (every layer x position x task) incl. hidden states
 Each prints one JSON object; --out FILE also writes it there.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from biolab.cli import compose
+from biolab.cli import CONF_DIR, compose
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.runinfo import device_name, git_commit, versions
 
@@ -120,9 +121,37 @@ def bench_eval_cmd(args, tmp: Path) -> dict:
     }
 
 
+def bench_probe_cmd(args, tmp: Path) -> dict:
+    """p_fast over n_people: state extraction + every (layer, position, task) probe, with and
+    without the two controls. Speed does not depend on training, so the model is freshly built."""
+    from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.model import ModelConfig, build_model
+    from biolab.probe.probes import ProbeConfig, run_probe
+
+    corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
+    model_cfg = ModelConfig.from_dict(
+        OmegaConf.to_container(compose("pretrain", [f"model={args.model}"]).model)
+    )
+    build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos).save_pretrained(
+        tmp / "model"
+    )
+    corpus.tokenizer().save_pretrained(str(tmp / "model"))
+    probe = OmegaConf.to_container(compose("probe", ["probe=p_fast"], conf_dir=CONF_DIR / "evaluate").probe)
+    out = {}
+    for label, controls in (("probe", []), ("probe_and_controls", ["shuffled", "random_init"])):
+        cfg = ProbeConfig.from_dict({**probe, "max_people": None, "controls": controls})
+        start = time.perf_counter()
+        rows = run_probe(tmp / "model", tmp / "data", cfg, tmp / label, plots=False)
+        out[label] = {"seconds": round(time.perf_counter() - start, 2), "probes": len(rows)}
+    return {"model": args.model, "solver": probe["linear"]["solver"], "epochs": probe["linear"]["epochs"],
+            "max_positions": probe["max_positions"], **out}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "eval"])
+    ap.add_argument(
+        "what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "eval", "probe"]
+    )
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
     ap.add_argument("--workers", type=int, default=1)
@@ -138,12 +167,13 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:
-        args.n_people = 1000 if args.what in ("pretrain", "eval") else 100_000
+        args.n_people = 1000 if args.what in ("pretrain", "eval", "probe") else 100_000
     run = {
         "data": bench_data,
         "tokenize": bench_tokenize,
         "pretrain": bench_pretrain_cmd,
         "eval": bench_eval_cmd,
+        "probe": bench_probe_cmd,
     }[args.what]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
