@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from biolab.errors import ConfigError
 from biolab.io import write_json
+from biolab.paper import check_statements
 from biolab.stages import Stage, check_root, ensure
 
 QA_EVAL = ("finetune", "direct", "none")
@@ -20,9 +21,11 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
     """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
 
     ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
-    paper; ``probes`` maps a probe preset name to its config."""
+    paper, and optionally tasks32 and memorization (Part 3.2, biolab.pipeline32); ``probes`` maps a
+    probe preset name to its config."""
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
+    check_statements((cfg.get("paper") or {}).get("statements"))  # a typo fails before any work
     data = Stage("data", cfg["data"])
     corpus = Stage("corpus", {"tokenizer": cfg["tokenizer"]}, {"data": data})
     pretrain = Stage("pretrain", {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
@@ -48,6 +51,9 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
         )
     else:
         evals.append(("run", None, None))
+    from biolab.pipeline32 import plan_extras
+
+    extra_stages, extra_fields, extra_objs = plan_extras(cfg, data, corpus, pretrain)
     runs = []
     for grid_name, ev, ft in evals:
         run = cfg["data"]["name"] if grid_name == "run" else f"{cfg['data']['name']}__{grid_name}"
@@ -55,13 +61,15 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
                   "probe": {n: s.rel() for n, s in probe_stages.items()}}  # fmt: skip
         if ev is not None:
             stages["eval"] = ev.rel()
+        stages.update(extra_stages)
         runs.append({
             "experiment": cfg["experiment"], "scale": cfg["scale"], "run": run, "data": cfg["data"]["name"],
             "model": cfg["model"]["name"], "train": cfg["train"]["name"],
             "finetune": None if ft is None else ft.get("name", ft.get("method")),
             "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
             "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "stages": stages, "paper": cfg.get("paper") or {},
-            "stage_objs": [s for s in (pretrain, ev, *probe_stages.values()) if s is not None],
+            **extra_fields,
+            "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
         })  # fmt: skip
     return runs
 
@@ -118,20 +126,23 @@ def make_builders(progress: bool = True) -> dict:
         model = Path(inputs["pretrain"]) / "model"
         run_probe(model, inputs["data"], ProbeConfig.from_dict(cfg["probe"]), out, overwrite=True)
 
+    from biolab.pipeline32 import builders
+
     return {"data": data, "corpus": corpus, "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate,
-            "probe": probe}  # fmt: skip
+            "probe": probe, **builders(progress)}  # fmt: skip
 
 
 def validate_plan(runs: list[dict]) -> None:
     """Typed checks of every stage config before any work starts."""
     from biolab.data.dataset import DataConfig
     from biolab.model import ModelConfig
+    from biolab.pipeline32 import validate_stage
     from biolab.probe.probes import ProbeConfig
     from biolab.train.finetune import FinetuneConfig
     from biolab.train.pretrain import TrainConfig
 
     for run in runs:
-        for stage in run["stage_objs"]:
+        for stage in _with_inputs(run["stage_objs"]):
             c = stage.config
             if stage.kind == "pretrain":
                 DataConfig.from_dict(stage.inputs["corpus"].inputs["data"].config).validate()
@@ -143,10 +154,25 @@ def validate_plan(runs: list[dict]) -> None:
                 FinetuneConfig.from_dict(ft).validate()
             elif stage.kind == "probe":
                 ProbeConfig.from_dict(c["probe"])
+            else:
+                validate_stage(stage)
+
+
+def _with_inputs(stages: list[Stage]) -> list[Stage]:
+    """``stages`` and every stage they are built from, each once (a task_eval's training stage)."""
+    out: dict[str, Stage] = {}
+    todo = list(stages)
+    while todo:
+        stage = todo.pop(0)
+        if stage.key not in out:
+            out[stage.key] = stage
+            todo += list(stage.inputs.values())
+    return list(out.values())
 
 
 def _build_run(run: dict, root: Path, progress: bool, log=print, seen: dict | None = None) -> Path:
     builders = make_builders(progress)
+    seen = {} if seen is None else seen  # each stage is checked once per run, not once per consumer
     log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
     for stage in run["stage_objs"]:
         ensure(stage, root, builders, log, seen)

@@ -62,16 +62,17 @@ def plot_positions(rows, path: str | Path, title: str = "") -> Path | None:
     panels = [p for p in panels if p[1] is not None]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (task, acc, seen) in zip(axes[0], panels, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    for i, (ax, (task, acc, seen)) in enumerate(zip(axes[0], panels, strict=True)):
         im = _annotated(
             ax, acc * 100, [SHORT[a] for a in ATTRIBUTES], [f"pos {k}" for k in range(6)], seen > 0.99
         )
         ax.set_title(f"{TASK_TITLE[task]} (test acc %)")
         ax.set_xlabel("attribute")
-        ax.set_ylabel("special position (before the k-th attribute)")
+        if i == 0:
+            ax.set_ylabel("special position k (before the k-th attribute)")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    fig.suptitle(title)
+    fig.suptitle(f"{title}: P-probe at the last layer (hatched: already in the text)")
     return _save(fig, path)
 
 
