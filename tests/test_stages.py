@@ -117,3 +117,11 @@ def test_an_unwritable_root_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="not writable"):
             check_root(ro / "root")
     assert check_root(tmp_path / "new") == tmp_path / "new"
+
+
+def test_a_root_without_free_space_is_refused(tmp_path, monkeypatch):
+    import biolab.stages
+
+    monkeypatch.setattr(biolab.stages, "MIN_FREE_BYTES", 2**62)
+    with pytest.raises(ConfigError, match="MiB free"):
+        check_root(tmp_path)
