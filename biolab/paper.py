@@ -1,8 +1,12 @@
-"""The paper's reported numbers (Part 3.1, percents) as package data, and one lookup for the report.
+"""The paper's reported numbers (Part 3.1, percents) and statements (Part 3.2) as package data, and
+the lookups the report uses.
 
 ``biolab/data/paper_numbers.csv`` is long format: figure, data, model, method, metric, attribute,
 position, value. ``figure`` is what a run manifest names as its paper source (e.g. "P3.1 Fig 3 left
 (= Fig 7 left)"); ``method`` separates rows that share a figure (Figure 10's QAr sweep).
+``biolab/data/paper_statements.tsv`` holds findings stated in words (near-zero inverse search, CoT
+helps only when the hint is written at test time), some with one number; a manifest lists their
+keys under ``paper.statements``.
 """
 
 from __future__ import annotations
@@ -76,3 +80,50 @@ def paper_value(source: str, data: str, metric: str, attribute: str, position: i
             f"{path}: conflicting values for {source}, {data}, {metric}, {attribute}, {where}"
         )
     return hits[0]["value"] if hits else None
+
+
+STATEMENTS_TSV = Path(__file__).resolve().parent / "data" / "paper_statements.tsv"
+STATEMENT_COLUMNS = ("key", "source", "task", "metric", "value", "statement")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_statements(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        raise DataFileError(f"{path}: the paper's statements are missing from the package")
+    lines = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if line and not line.startswith("#")]  # fmt: skip
+    if not lines or tuple(lines[0][1].split("\t")) != STATEMENT_COLUMNS:
+        raise DataFileError(f"{path}: header must be {', '.join(STATEMENT_COLUMNS)} (tab-separated)")
+    out: dict[str, dict] = {}
+    for i, line in lines[1:]:
+        cells = line.split("\t")
+        if len(cells) != len(STATEMENT_COLUMNS) or not cells[0] or not cells[1] or not cells[5]:
+            n = len(STATEMENT_COLUMNS)
+            raise DataFileError(f"{path}:{i}: expected {n} fields with key, source and statement set")
+        row = dict(zip(STATEMENT_COLUMNS, cells, strict=True))
+        try:
+            row["value"] = float(row["value"]) if row["value"] else None
+        except ValueError:
+            raise DataFileError(f"{path}:{i}: value {row['value']!r} is not a number") from None
+        if row["value"] is not None and not (row["task"] and row["metric"]):
+            raise DataFileError(f"{path}:{i}: a value needs the task and metric it is compared with")
+        if row["key"] in out:
+            raise DataFileError(f"{path}:{i}: duplicate key {row['key']!r}")
+        out[row["key"]] = row
+    return out
+
+
+def paper_statements(path: str | Path = STATEMENTS_TSV) -> dict[str, dict]:
+    """key -> {key, source, task, metric, value (percent or None), statement}: the paper's findings
+    (Part 3.2, and Part 3.1's memorization result) that the report shows as reference rows."""
+    return {k: dict(v) for k, v in _load_statements(Path(path)).items()}
+
+
+def check_statements(keys, path: str | Path = STATEMENTS_TSV) -> list[str]:
+    """``keys`` as a list; a key the package does not know is a ConfigError naming the known ones."""
+    known = _load_statements(Path(path))
+    keys = list(keys or [])
+    bad = [k for k in keys if k not in known]
+    if bad:
+        raise ConfigError(f"unknown paper statement(s) {bad}; known: {', '.join(known)}")
+    return keys

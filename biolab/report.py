@@ -1,6 +1,7 @@
 """The report: every run's finished numbers beside the paper's, from the stage folders only.
 
-``collect`` turns the manifests under ``ROOT/runs/`` into long rows (percents, like the paper);
+``collect`` turns the manifests under ``ROOT/runs/`` into long rows (percents, like the paper; Part 3.2
+rows come from biolab.report32);
 ``write_report`` writes ``report.md``, ``results.csv`` and figures into ``ROOT/report`` in one
 atomic swap. A number whose stage is absent, unfinished or lost its files is kept as a row with an
 empty value and a note (or, with ``strict``, stops the report): never a number from the wrong place.
@@ -22,8 +23,8 @@ from biolab.io import atomic_dir, atomic_write_text
 from biolab.paper import paper_value
 from biolab.runs import Run, StageMissing, eval_metrics, load_runs, probe_images, probe_rows
 
-COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute", "metric",
-           "position", "value", "paper_value", "paper_source", "note")  # fmt: skip
+COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute", "task",
+           "metric", "position", "value", "paper_value", "paper_source", "note")  # fmt: skip
 QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
 # our exact match / majority on P_test is the paper's qa_test_acc (its baseline row for the majority)
 QA_PAPER = {"qa_exact_match": "qa_test_acc", "qa_majority": "qa_test_acc"}
@@ -66,7 +67,7 @@ def _lookup(run: Run, source: str | None, data: str, metric: str, attribute: str
 def _row(run: Run, **kw) -> dict:
     base = {"experiment": run.experiment, "scale": run.get("scale"), "run": run.name, "data": run.data,
             "model": run.get("model"), "finetune": run.get("finetune"), "split": "", "probe": "",
-            "attribute": "", "metric": "", "position": "", "value": None, "paper_value": None,
+            "attribute": "", "task": "", "metric": "", "position": "", "value": None, "paper_value": None,
             "paper_source": "", "note": ""}  # fmt: skip
     return {**base, **kw}
 
@@ -178,6 +179,9 @@ def collect(root: str | Path, experiment: str | None = None, strict: bool = Fals
                 continue
             report.probe_data[(run.path, probe)] = rows
             report.rows += probe_result_rows(run, probe, rows)
+    from biolab.report32 import collect32
+
+    report.rows += collect32(runs, strict, report.notes)  # memorization, tasks, the paper's statements
     return report
 
 

@@ -108,6 +108,8 @@ def probe_table(report: Report, experiment: str, metric: str, position: str | No
 
 def render_markdown(report: Report, figures: dict, heatmaps: dict) -> str:
     """The whole report.md; ``figures``: experiment -> QA bar chart, ``heatmaps``: (run, probe) -> pngs."""
+    from biolab.report32_md import sections as sections32
+
     parts = [
         "# biolab report",
         f"Root `{report.root}`. Percents. Ours are read from the finished stage folders; the paper's "
@@ -115,7 +117,8 @@ def render_markdown(report: Report, figures: dict, heatmaps: dict) -> str:
         f"diff = ours - paper; `{MISSING}`: our number could not be read (see below); `{NONE}`: the paper "
         "reports none. Probe tables: last layer, P_test people; `majority` is the most common class; "
         "p_fast/q_fast are linear probes on frozen states, the paper's (p_paper/q_paper) also train a "
-        "low-rank embedding update.",
+        "low-rank embedding update. Part 3.2 (tasks, memorization) is read against the paper's statements "
+        "(`biolab/data/paper_statements.tsv`).",
     ]
     if report.notes:
         parts.append(f"## Missing or unfinished ({len(report.notes)})")
@@ -135,6 +138,7 @@ def render_markdown(report: Report, figures: dict, heatmaps: dict) -> str:
             table = probe_table(report, exp, metric, position)
             if table:
                 parts += [f"### {title}", table]
+        parts += sections32(report, exp)
         links = [
             f"- {labels[run.path]} / {probe}: " + ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})" for p in paths)
             for run in runs

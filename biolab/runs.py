@@ -60,6 +60,13 @@ class Run:
         """probe preset (p_fast, q_fast, ...) -> stage folder, relative to the root."""
         return dict(self.manifest["stages"].get("probe") or {})
 
+    def tasks32(self) -> dict[str, dict]:
+        """Part 3.2 task run label -> its settings (task, mode, qa_ratio, n_train, hint_prob, ...)
+        and ``stages`` (tasks, train, eval folders)."""
+        stages = self.manifest["stages"].get("tasks32") or {}
+        info = self.manifest.get("tasks32") or {}
+        return {label: {**(info.get(label) or {}), "stages": dict(st)} for label, st in stages.items()}
+
 
 def find_manifests(root: str | Path, experiment: str | None = None) -> list[Path]:
     root = Path(root)
@@ -177,3 +184,37 @@ def probe_images(run: Run, probe: str) -> list[Path]:
     """The heatmaps a done probe stage left beside its probes.csv."""
     folder = check_stage(run, run.probes().get(probe), f"probe {probe}")
     return sorted(folder.glob("*.png"))
+
+
+def _read_json(run: Run, path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StageMissing(f"{run.name}: {path} is not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise StageMissing(f"{run.name}: {path} is not a JSON object ({what})")
+    return data
+
+
+def memorization_metrics(run: Run) -> dict:
+    """The memorization stage's ``memorization.json`` (bio_completion, verbatim)."""
+    _check_upstream(run)
+    folder = check_stage(run, run.manifest["stages"].get("memorization"), "memorization")
+    data = _read_json(run, _need_file(run, folder, "memorization.json", "memorization"), "memorization")
+    for key in ("bio_completion", "verbatim"):
+        if not isinstance((data.get(key) or {}).get("splits"), dict):
+            raise StageMissing(f"{run.name}: {folder}/memorization.json has no {key} splits")
+    return data
+
+
+def task_metrics(run: Run, label: str) -> dict:
+    """A Part 3.2 task run's ``eval/metrics.json``, once its task set, training and eval are done."""
+    _check_upstream(run)
+    stages = run.tasks32().get(label, {}).get("stages", {})
+    for part in ("tasks", "train"):
+        check_stage(run, stages.get(part), f"tasks32 {label} {part}")
+    folder = check_stage(run, stages.get("eval"), f"tasks32 {label} eval")
+    data = _read_json(run, _need_file(run, folder, "eval/metrics.json", f"tasks32 {label} eval"), "task eval")
+    if not isinstance(data.get("splits"), dict):
+        raise StageMissing(f"{run.name}: {folder}/eval/metrics.json has no 'splits'")
+    return data

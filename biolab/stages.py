@@ -1,7 +1,8 @@
 """The stage graph and its artifact cache.
 
 generate (data) -> tokenize (corpus) -> pretrain (BIO or mixed) -> finetune + evaluate, or evaluate
-alone (mixed training) -> probe. Each stage lives in ``ROOT/<kind>/<key>/``, ``key`` a hash of its own
+alone (mixed training) -> probe; Part 3.2 adds memorization, tasks -> task_finetune or task_mixed ->
+task_eval (biolab.pipeline32). Each stage lives in ``ROOT/<kind>/<key>/``, ``key`` a hash of its own
 config and its inputs' keys, with ``config.yaml``, ``status.json`` and its outputs. A stage whose
 status is done and whose outputs are all present is reused; an unfinished one runs again (pretrain
 and finetune resume from their checkpoints, probes from their cached states). Outputs of the
@@ -28,7 +29,8 @@ from biolab.errors import BiolabError, ConfigError
 from biolab.io import atomic_write_text
 from biolab.runinfo import read_status, write_status
 
-KINDS = ("data", "corpus", "pretrain", "finetune", "evaluate", "probe")
+KINDS = ("data", "corpus", "pretrain", "finetune", "evaluate", "probe",
+         "memorization", "tasks", "task_finetune", "task_mixed", "task_eval")  # fmt: skip
 OUTPUTS = {
     "data": ("meta.json", "people.jsonl", "bios.jsonl", "qa.jsonl"),
     "corpus": ("meta.json", "bios.bin", "bios.npz", "qa.bin", "qa.npz", "tokenizer"),
@@ -36,7 +38,15 @@ OUTPUTS = {
     "finetune": ("model", "eval/metrics.json"),
     "evaluate": ("eval/metrics.json",),
     "probe": ("probes.csv",),
+    # Part 3.2 (biolab.pipeline32)
+    "memorization": ("memorization.json",),
+    "tasks": ("meta.json", "items.jsonl", "items.bin", "items.npz", "items.json"),
+    "task_finetune": ("model",),
+    "task_mixed": ("model/config.json",),
+    "task_eval": ("eval/metrics.json",),
 }
+# Built in place, resuming from their own checkpoints or caches; the rest build in a temp folder.
+RESUMABLE = ("pretrain", "finetune", "probe", "task_finetune", "task_mixed")
 # Keys that change logging or bookkeeping, never the artifact: left out of the hash so that e.g.
 # turning wandb on does not retrain a model.
 VOLATILE = {"wandb", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "progress"}
@@ -154,7 +164,7 @@ def _build(stage: Stage, path: Path, inputs: dict, builder, log) -> None:
     write_status(path, "running", started)
     log(f"[{stage.rel()}] {stage.kind}: building")
     try:
-        if stage.kind in ("pretrain", "finetune", "probe"):
+        if stage.kind in RESUMABLE:
             builder(stage.config, inputs, path)  # resumable in place
         else:
             tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))

@@ -21,6 +21,8 @@ def main(cfg) -> None:
     python scripts/run.py experiment=demo                    (the README's main job, ~15 CPU minutes)
     python scripts/run.py experiment=fig3_augmentation scale=small root=/data/biolab
     python scripts/run.py -m data=bioS_single,bioS_multi5 experiment=fig5_pprobe   (a sweep)
+    python scripts/run.py experiment=p32_inverse_search 'tasks32.tasks=[bdate_to_first]'     (Part 3.2;
+    also p32_memorization, p32_manipulation; keys under tasks32 and memorization)
     Stages land in ROOT/<stage>/<hash>/, manifests in ROOT/runs/<experiment>/, the report in ROOT/report.
     Re-running the same command resumes: finished stages are reused, pretraining continues from its
     last checkpoint.

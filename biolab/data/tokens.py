@@ -293,6 +293,66 @@ def tokenize_dataset(
     return meta
 
 
+class TextSet:
+    """Tokenized training texts, one per row: ``ids[offsets[i]:offsets[i+1]]``, with per-row arrays
+    ``split`` (1 = P_train) and ``answer`` (index of the first token the finetuning loss covers).
+    The corpus's QA (``Corpus.qa_set``) and a Part 3.2 task set's items (``NAME.bin`` /
+    ``NAME.npz`` / ``NAME.json``, ``write_texts``) are both one, so QA finetuning and mixed training
+    read either through the same code."""
+
+    REQUIRED = ("offsets", "split", "answer")
+
+    def __init__(self, ids: np.ndarray, arrays: dict, eos: int, pad: int):
+        missing = [k for k in self.REQUIRED if k not in arrays]
+        if missing:
+            raise DataFileError(f"tokenized texts lack the arrays {missing}")
+        self.ids, self.arrays, self.eos, self.pad = ids, arrays, int(eos), int(pad)
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str = "items") -> TextSet:
+        directory = Path(directory)
+        path = directory / f"{name}.json"
+        if not path.is_file():
+            raise DataFileError(f"{directory}: no tokenized texts {name} ({path.name} missing)")
+        meta = json.loads(path.read_text())
+        ids = np.memmap(directory / f"{name}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+        return cls(ids, dict(np.load(directory / f"{name}.npz")), meta["eos_token_id"], meta["pad_token_id"])
+
+    def __len__(self) -> int:
+        return len(self.arrays["split"])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.arrays["offsets"]
+
+    def train_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.arrays["split"] == 1)
+
+    def text(self, i: int) -> np.ndarray:
+        o = self.offsets
+        return np.asarray(self.ids[o[i] : o[i + 1]])
+
+
+def write_texts(tokenizer, texts: list[str], answer_chars: list[int], out: str | Path, name: str,
+                **arrays: np.ndarray) -> dict:  # fmt: skip
+    """Tokenize ``texts`` into ``out/NAME.bin`` + ``NAME.npz`` (offsets, answer: the token holding
+    character ``answer_chars[i]``, and ``arrays``, which must include ``split``) + ``NAME.json``
+    (dtype, special ids), the layout ``TextSet.load`` reads. Returns the JSON meta."""
+    if not texts:
+        raise ConfigError(f"no texts to tokenize into {name}")
+    out = Path(out)
+    chars = np.asarray(answer_chars, dtype=np.int64)
+    ids, offsets, tok = tokenize_texts(tokenizer, texts, np.stack([chars, chars + 1], -1)[:, None, :], name)
+    dtype = token_dtype(len(tokenizer))
+    ids.astype(dtype).tofile(out / f"{name}.bin")
+    np.savez(out / f"{name}.npz", offsets=offsets, answer=tok[:, 0, 0], **arrays)
+    meta = {"format_version": 1, "dtype": dtype.name, "vocab_size": len(tokenizer),
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            "texts": len(texts), "tokens": int(len(ids))}  # fmt: skip
+    write_json(out / f"{name}.json", meta)
+    return meta
+
+
 class Corpus:
     """A tokenized corpus folder, memory-mapped."""
 
@@ -322,6 +382,10 @@ class Corpus:
     def qa_text(self, i: int) -> np.ndarray:
         o = self.qa["offsets"]
         return np.asarray(self.qa_ids[o[i] : o[i + 1]])
+
+    def qa_set(self) -> TextSet:
+        """The QA texts as a ``TextSet`` (what QA finetuning and mixed training read)."""
+        return TextSet(self.qa_ids, self.qa, self.eos, self.pad)
 
     def tokenizer(self):
         return load_tokenizer(self.dir / "tokenizer")

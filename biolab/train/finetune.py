@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from biolab.config import from_dict
-from biolab.data.tokens import Corpus
+from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import ConfigError
 from biolab.train.pretrain import TrainConfig, train
 
@@ -104,11 +104,14 @@ def load_pretrained(path: str | Path):
 class QABatches:
     """Shuffled P_train QA examples, ``[EOS] question Answer: value. [EOS]``, right-padded.
 
-    Labels cover the answer and its closing EOS (``loss_on="answer"``) or every real token."""
+    Labels cover the answer and its closing EOS (``loss_on="answer"``) or every real token. ``texts``
+    (a ``TextSet``, e.g. a Part 3.2 task set's items) replaces the corpus's QA; its ``answer`` marks
+    where the loss starts (for an item written with its CoT hint, the hint)."""
 
-    def __init__(self, corpus: Corpus, seed: int, loss_on: str = "answer"):
+    def __init__(self, corpus: Corpus, seed: int, loss_on: str = "answer", texts: TextSet | None = None):
+        self.texts = corpus.qa_set() if texts is None else texts
         self.corpus, self.seed, self.loss_on = corpus, seed, loss_on
-        self.docs = np.flatnonzero(corpus.qa["split"] == 1)  # the dataset's split, never recomputed
+        self.docs = self.texts.train_rows()  # the dataset's split, never recomputed
         if len(self.docs) == 0:
             raise ConfigError("the dataset has no P_train QA pairs")
         self.epoch, self.pos = 0, 0
@@ -127,16 +130,16 @@ class QABatches:
             take = min(n - len(picked), len(order) - self.pos)
             picked.extend(order[self.pos : self.pos + take])
             self.pos += take
-        c = self.corpus
-        seqs = [np.concatenate([[c.eos], c.qa_text(d), [c.eos]]) for d in picked]
+        t = self.texts
+        seqs = [np.concatenate([[t.eos], t.text(d), [t.eos]]) for d in picked]
         width = max(len(s) for s in seqs)
-        ids = np.full((n, width), c.pad, dtype=np.int64)
+        ids = np.full((n, width), t.pad, dtype=np.int64)
         labels = np.full((n, width), -100, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
         for i, (d, s) in enumerate(zip(picked, seqs, strict=True)):
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
-            first = 1 + int(c.qa["answer"][d]) if self.loss_on == "answer" else 1
+            first = 1 + int(t.arrays["answer"][d]) if self.loss_on == "answer" else 1
             labels[i, first : len(s)] = s[first:]
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
@@ -156,8 +159,10 @@ def finetune(
     overwrite: bool = False,
     progress: bool = True,
     on_step=None,
+    texts: TextSet | None = None,
 ) -> dict:
-    """Finetune ``pretrained`` on the P_train QAs of ``corpus`` into ``run_dir/model``."""
+    """Finetune ``pretrained`` on the P_train QAs of ``corpus`` (or on ``texts``' P_train rows, e.g.
+    a Part 3.2 task set) into ``run_dir/model``."""
     cfg.validate()
     train_cfg.validate()
     load_pretrained(pretrained)  # fail on a bad folder before anything is written
@@ -166,8 +171,9 @@ def finetune(
         model = load_pretrained(pretrained)
         return apply_lora(model, cfg) if cfg.method == "lora" else model
 
+    batches = QABatches(corpus, train_cfg.seed, cfg.loss_on, texts)
     return train(
-        run_dir, make_model, corpus.tokenizer(), QABatches(corpus, train_cfg.seed, cfg.loss_on), train_cfg,
+        run_dir, make_model, corpus.tokenizer(), batches, train_cfg,
         config={"finetune": asdict(cfg), "pretrained": str(Path(pretrained).resolve())},
         overwrite=overwrite, progress=progress, on_step=on_step,
     )  # fmt: skip

@@ -19,13 +19,12 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from biolab.config import from_dict
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
-from biolab.data.tokens import Corpus
+from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import write_json
 from biolab.model import ModelConfig, build_model, count_parameters, flops_per_token
@@ -99,15 +98,18 @@ def micro_batches(cfg: TrainConfig, world: int) -> tuple[int, int]:
     return per_process, per_process // micro
 
 
-def make_stream(corpus: Corpus, cfg: TrainConfig) -> MixedStream:
+def make_stream(corpus: Corpus, cfg: TrainConfig, qa_texts: TextSet | None = None) -> MixedStream:
+    """BIO windows, mixed with windows of P_train QA texts (the corpus's QA, or ``qa_texts``, e.g. a
+    Part 3.2 task set's items) with probability ``cfg.qa_ratio``."""
     b = corpus.bios
     bio = WindowStream(corpus.bio_ids, b["offsets"], corpus.eos, cfg.ctx, cfg.seed)
+    if qa_texts is not None and cfg.qa_ratio <= 0:
+        raise ConfigError("mixed training on task items needs train.qa_ratio > 0")
     qa = None
     if cfg.qa_ratio > 0:  # QAs of P_train people only
-        train_qa = np.flatnonzero(corpus.qa["split"] == 1)
-        qa = WindowStream(
-            corpus.qa_ids, corpus.qa["offsets"], corpus.eos, cfg.ctx, cfg.seed, train_qa, STREAM_QA
-        )
+        texts = corpus.qa_set() if qa_texts is None else qa_texts
+        rows = texts.train_rows()
+        qa = WindowStream(texts.ids, texts.offsets, corpus.eos, cfg.ctx, cfg.seed, rows, STREAM_QA)
     return MixedStream(bio, qa, cfg.qa_ratio, cfg.seed)
 
 
@@ -138,11 +140,14 @@ def pretrain(
     overwrite: bool = False,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
     progress: bool = True,
+    qa_texts: TextSet | None = None,
 ) -> dict:
-    """BIO (or mixed BIO+QA) pretraining of a fresh ``model_cfg`` model into ``run_dir``."""
+    """BIO (or mixed BIO+QA) pretraining of a fresh ``model_cfg`` model into ``run_dir``; mixed
+    training takes its QA windows from ``qa_texts`` when given (a Part 3.2 task set's items)."""
     cfg.validate()
     if cfg.ctx > model_cfg.max_positions:
         raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
+    stream = make_stream(corpus, cfg, qa_texts)  # before anything is written: a bad mix fails here
     sample = eval_bios(corpus, cfg.eval_people)
 
     def evaluate(model) -> dict:
@@ -156,7 +161,7 @@ def pretrain(
         return build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
 
     return train(
-        run_dir, make_model, corpus.tokenizer(), make_stream(corpus, cfg), cfg, evaluate=evaluate,
+        run_dir, make_model, corpus.tokenizer(), stream, cfg, evaluate=evaluate,
         config={"model": asdict(model_cfg)}, flops_cfg=model_cfg, accelerator=accelerator,
         overwrite=overwrite, on_step=on_step, progress=progress,
     )  # fmt: skip
