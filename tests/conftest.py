@@ -139,3 +139,34 @@ def fake_root(tmp_path, _fake_root_once):
     import shutil
 
     return shutil.copytree(_fake_root_once, tmp_path / "runs")
+
+
+TINY_RUN = ["experiment=demo", "data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64",
+            "model.n_layer=1", "model.d_model=32", "model.n_head=2", "tokenizer.vocab_size=400",
+            "finetune.train.steps=2", "finetune.train.batch_size=4", "probe.linear.epochs=1",
+            "probe.max_positions=8", "probes=[p_fast,q_fast]", "progress=false", "train.wandb=disabled",
+            "finetune.train.wandb=disabled"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A real `experiment=demo` root at toy size, made by the pipeline (not by hand), with its report."""
+    from omegaconf import OmegaConf
+
+    from biolab.cli import compose
+    from biolab.pipeline import plan_runs, run_experiment
+    from biolab.report import write_report
+
+    root = tmp_path_factory.mktemp("tiny_root") / "runs"
+    cfg = compose("run", TINY_RUN)
+    probes = {
+        p: OmegaConf.to_container(compose("run", [*TINY_RUN, f"probe={p}"]).probe, resolve=True)
+        for p in cfg.probes
+    }
+    runs = []
+    for name in cfg.datasets:
+        composed = OmegaConf.to_container(compose("run", [*TINY_RUN, f"data={name}"]), resolve=True)
+        runs += plan_runs(composed, probes)
+    run_experiment(runs, root, progress=False, log=lambda m: None)
+    write_report(root, experiment="demo")
+    return root

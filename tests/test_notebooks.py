@@ -1,4 +1,5 @@
-"""Every notebook runs top to bottom on a tiny population, and the report notebooks on a fake stage root."""
+"""Every notebook runs top to bottom on a tiny population; the notebooks over run folders read a real
+toy-size demo root made by the pipeline."""
 
 from pathlib import Path
 
@@ -12,8 +13,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, monkeypatch, request):
     monkeypatch.setenv("BIOLAB_NOTEBOOK_PEOPLE", "60")
-    if "BIOLAB_ROOT" in path.read_text():  # a notebook over run folders reads the fake stage root
-        monkeypatch.setenv("BIOLAB_ROOT", str(request.getfixturevalue("fake_root")))
+    if "BIOLAB_ROOT" in path.read_text():  # a notebook over run folders
+        monkeypatch.setenv("BIOLAB_ROOT", str(request.getfixturevalue("tiny_root")))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = jupytext.read(path)
     NotebookClient(
