@@ -11,5 +11,5 @@ python -m pip install -q --no-index --no-deps wheelhouse/*.whl
 python -m pip install -q --no-deps --no-build-isolation -e .
 ROOT=${ROOT:-/tmp/root}
 python scripts/run.py experiment="$EXPERIMENT" scale=small root="$ROOT" progress=false train.wandb=disabled finetune.train.wandb=disabled "$@" 2>&1 | tail -n 200 > "$OUT/log.txt"
-python scripts/collect.py "$ROOT" "$OUT/results" --command "scripts/run.py experiment=$EXPERIMENT scale=small $*" \
-  --wall-s $(( $(date +%s) - start )) --max-figures 4
+python scripts/collect.py "$ROOT" "$OUT" --command "scripts/run.py experiment=$EXPERIMENT scale=small $*" \
+  --wall-s $(( $(date +%s) - start )) --max-figures 4 --flat
