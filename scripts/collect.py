@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the command that made ROOT")
     ap.add_argument("--wall-s", type=float, default=None, help="its wall time in seconds")
     ap.add_argument("--max-figures", type=int, default=12)
+    ap.add_argument("--pattern", default="*.png", help="which report figures, e.g. positions.png")
     ap.add_argument("--flat", action="store_true", help="figures as figures__a__b.png beside the report")
     args = ap.parse_args()
     root, out = Path(args.root), Path(args.out)
@@ -31,7 +32,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "results.csv"):
         shutil.copy(report / name, out / name)
-    figures = sorted(report.rglob("*.png"))[: args.max_figures]
+    figures = sorted(report.rglob(args.pattern))[: args.max_figures]
     for png in figures:
         rel = png.relative_to(report / "figures") if (report / "figures") in png.parents else png.name
         target = out / ("figures__" + "__".join(Path(rel).parts) if args.flat else Path("figures") / rel)

@@ -12,4 +12,4 @@ python -m pip install -q --no-deps --no-build-isolation -e .
 ROOT=${ROOT:-/tmp/root}
 python scripts/run.py experiment="$EXPERIMENT" scale=small root="$ROOT" progress=false train.wandb=disabled finetune.train.wandb=disabled "$@" 2>&1 | tail -n 200 > "$OUT/log.txt"
 python scripts/collect.py "$ROOT" "$OUT" --command "scripts/run.py experiment=$EXPERIMENT scale=small $*" \
-  --wall-s $(( $(date +%s) - start )) --max-figures 4 --flat
+  --wall-s $(( $(date +%s) - start )) --max-figures 4 --flat --pattern "*positions.png"
