@@ -53,5 +53,5 @@ def test_majority_accuracy():
 
 
 def test_unknown_solver():
-    with pytest.raises(ValueError, match="logreg or ridge"):
+    with pytest.raises(ValueError, match="logreg, ridge or auto"):
         LinearProbeConfig(solver="svm")

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 @dataclass
 class LinearProbeConfig:
-    solver: str = "logreg"  # logreg | ridge
+    solver: str = "logreg"  # logreg | ridge | auto (probes.py: logreg at special positions, ridge elsewhere)
     epochs: int = 20
     batch_size: int = 256
     lr: float = 0.01
@@ -27,8 +27,8 @@ class LinearProbeConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.solver not in ("logreg", "ridge"):
-            raise ValueError(f"probe solver must be logreg or ridge, got {self.solver!r}")
+        if self.solver not in ("logreg", "ridge", "auto"):
+            raise ValueError(f"probe solver must be logreg, ridge or auto, got {self.solver!r}")
 
 
 def _standardize(x_tr, m_tr, x_te):
@@ -92,6 +92,8 @@ def fit_linear_probes(
     desc: str = "linear probes",
 ) -> tuple[np.ndarray, np.ndarray]:  # train_acc [G, T], test_acc [G, T]
     """Fit one probe per (group, task); return train and test accuracy."""
+    if cfg.solver == "auto":
+        raise ValueError("solver=auto is resolved per position kind by the caller (biolab.probe.probes)")
     n_tr, g_all, _ = x_train.shape
     bounds = list(zip(np.cumsum([0, *n_classes[:-1]]), np.cumsum(n_classes), strict=True))
     mask_train = np.ones((n_tr, g_all), bool) if mask_train is None else mask_train
