@@ -4,7 +4,6 @@ composed config, build them through the cache (biolab.stages), and record one ma
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -108,16 +107,12 @@ def make_builders(progress: bool = True) -> dict:
 
     def finetune(cfg, inputs, out):
         from biolab.data.tokens import Corpus
-        from biolab.train.finetune import FinetuneConfig
         from biolab.train.finetune import finetune as run_finetune
-        from biolab.train.pretrain import TrainConfig
+        from biolab.train.finetune import finetune_configs
 
-        ft = copy.deepcopy(cfg["finetune"])
-        tr = TrainConfig.from_dict(ft.pop("train"))
+        ft, tr = finetune_configs(cfg["finetune"])
         pretrained = Path(inputs["pretrain"]) / "model"
-        run_finetune(
-            out, pretrained, Corpus(inputs["corpus"]), FinetuneConfig.from_dict(ft), tr, progress=progress
-        )
+        run_finetune(out, pretrained, Corpus(inputs["corpus"]), ft, tr, progress=progress)
         evaluate(cfg, inputs, out, model_dir=Path(out) / "model")
 
     def probe(cfg, inputs, out):
@@ -138,7 +133,7 @@ def validate_plan(runs: list[dict]) -> None:
     from biolab.model import ModelConfig
     from biolab.pipeline32 import validate_stage
     from biolab.probe.probes import ProbeConfig
-    from biolab.train.finetune import FinetuneConfig
+    from biolab.train.finetune import finetune_configs
     from biolab.train.pretrain import TrainConfig
 
     for run in runs:
@@ -149,9 +144,9 @@ def validate_plan(runs: list[dict]) -> None:
                 ModelConfig.from_dict(c["model"])
                 TrainConfig.from_dict(c["train"]).validate()
             elif stage.kind == "finetune":
-                ft = copy.deepcopy(c["finetune"])
-                TrainConfig.from_dict(ft.pop("train")).validate()
-                FinetuneConfig.from_dict(ft).validate()
+                ft, tr = finetune_configs(c["finetune"])
+                tr.validate()
+                ft.validate()
             elif stage.kind == "probe":
                 ProbeConfig.from_dict(c["probe"])
             else:

@@ -17,7 +17,6 @@ regurgitation of the run's pretrained model. With neither, nothing here touches 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -136,7 +135,7 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
 def validate_stage(stage: Stage) -> None:
     """Typed checks of the Part 3.2 stage kinds (the others are checked by biolab.pipeline)."""
     from biolab.model import ModelConfig
-    from biolab.train.finetune import FinetuneConfig
+    from biolab.train.finetune import finetune_configs
     from biolab.train.pretrain import TrainConfig
 
     c = stage.config
@@ -144,9 +143,9 @@ def validate_stage(stage: Stage) -> None:
         t = c["task"]
         validate_task_args(t["task"], t["n_train"], t["n_test"], t["hint_prob"])
     elif stage.kind == "task_finetune":
-        ft = copy.deepcopy(c["finetune"])
-        TrainConfig.from_dict(ft.pop("train")).validate()
-        FinetuneConfig.from_dict(ft).validate()
+        ft, tr = finetune_configs(c["finetune"])
+        tr.validate()
+        ft.validate()
     elif stage.kind == "task_mixed":
         ModelConfig.from_dict(c["model"])
         TrainConfig.from_dict(c["train"]).validate()
@@ -168,14 +167,12 @@ def builders(progress: bool = True) -> dict:
     def task_finetune(cfg, inputs, out):
         from biolab.data.task_tokens import load_task_texts
         from biolab.data.tokens import Corpus
-        from biolab.train.finetune import FinetuneConfig, finetune
-        from biolab.train.pretrain import TrainConfig
+        from biolab.train.finetune import finetune, finetune_configs
 
-        ft = copy.deepcopy(cfg["finetune"])
-        tr = TrainConfig.from_dict(ft.pop("train"))
+        ft, tr = finetune_configs(cfg["finetune"])
         pretrained, texts = Path(inputs["pretrain"]) / "model", load_task_texts(inputs["tasks"])
         corpus = Corpus(inputs["corpus"])
-        finetune(out, pretrained, corpus, FinetuneConfig.from_dict(ft), tr, progress=progress, texts=texts)
+        finetune(out, pretrained, corpus, ft, tr, progress=progress, texts=texts)
 
     def task_mixed(cfg, inputs, out):
         from biolab.data.task_tokens import load_task_texts

@@ -11,8 +11,7 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.evaluate import evaluate_qa, load_model
 from biolab.io import write_json
-from biolab.train.finetune import FinetuneConfig, expand_grid, finetune, load_pretrained
-from biolab.train.pretrain import TrainConfig
+from biolab.train.finetune import expand_grid, finetune, finetune_configs, load_pretrained
 
 
 @hydra_main("finetune")
@@ -37,9 +36,8 @@ def main(cfg) -> None:
     runs = []  # every combination is checked before any training starts
     for name, overrides in expand_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid else {}):
         c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-        ft = OmegaConf.to_container(c.finetune, resolve=True)
-        tr = TrainConfig.from_dict(ft.pop("train"))
-        runs.append((name, overrides, FinetuneConfig.from_dict(ft), tr))
+        ft, tr = finetune_configs(OmegaConf.to_container(c.finetune, resolve=True))
+        runs.append((name, overrides, ft, tr))
     run_corpus = pretrained.parent / "corpus"
     same_data = (run_corpus / "meta.json").is_file() and (
         Path(Corpus(run_corpus).meta["data_dir"]) == data_dir.resolve()

@@ -53,6 +53,12 @@ class FinetuneConfig:
             raise ConfigError("finetune.lora_r must be >= 1 and finetune.embed_r >= 0")
 
 
+def finetune_configs(d: dict) -> tuple[FinetuneConfig, TrainConfig]:
+    """A finetune preset (its own keys plus a nested ``train:``) as the two typed configs."""
+    own = {k: v for k, v in d.items() if k != "train"}
+    return FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"])
+
+
 def key_rows(layout: str, n_head: int, d_model: int) -> torch.Tensor:
     """Output rows of a fused qkv matrix that produce the keys."""
     hd = d_model // n_head
