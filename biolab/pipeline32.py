@@ -1,7 +1,8 @@
 """Part 3.2 stages of an experiment (paper section 6), planned beside the Part 3.1 ones.
 
 Config (``conf/run.yaml``): ``tasks32.tasks`` lists task names (or ``{task: NAME, <key>: value}`` for
-one task's own n_train / n_test / hint_prob / seed), each trained in every ``tasks32.modes``:
+one task's own n_train / n_test / hint_prob / seed / modes / qa_ratios), each trained in every
+``tasks32.modes`` (or its own ``modes``: mixed training costs one pretraining per task and ratio):
 
 - ``finetune``: the run's BIO-pretrained model finetuned on the task's P_train items (the finetune
   preset, with ``tasks32.finetune`` overrides); Part 3.2 Result 5 finds starting from the
@@ -28,19 +29,23 @@ from biolab.stages import Stage
 
 MODES = ("finetune", "mixed")
 TASK_KEYS = ("n_train", "n_test", "hint_prob", "seed")
+TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: not in its label
 MEMORIZATION_KEYS = ("max_people", "entries", "k", "length", "batch_size")
 
 
 def task_specs(t32: dict) -> list[dict]:
-    """One spec per listed task: ``{label, task, n_train, n_test, hint_prob, seed}``; the label is
-    the task name plus the keys the entry sets itself (``month_parity-hint_prob0.0``)."""
+    """One spec per listed task: ``{label, task, n_train, n_test, hint_prob, seed, modes}``; the label
+    is the task name plus the task keys the entry sets itself (``month_parity-hint_prob0.0``);
+    ``modes`` is a list of (mode, qa_ratio) from the entry's own or the shared ``modes``/``qa_ratios``."""
     specs = []
     for entry in t32.get("tasks") or []:
         own = dict(entry) if isinstance(entry, dict) else {"task": entry}
-        unknown = sorted(set(own) - {"task", *TASK_KEYS})
+        unknown = sorted(set(own) - {"task", *TASK_KEYS, *TRAIN_KEYS})
         if unknown or "task" not in own:
-            raise ConfigError(f"tasks32.tasks entry {entry!r}: keys are task and {', '.join(TASK_KEYS)}")
+            keys = ", ".join((*TASK_KEYS, *TRAIN_KEYS))
+            raise ConfigError(f"tasks32.tasks entry {entry!r}: keys are task and {keys}")
         task = own.pop("task")
+        modes = _modes({k: own.pop(k, t32.get(k)) for k in TRAIN_KEYS})
         if task not in TASKS:
             raise ConfigError(f"unknown Part 3.2 task {task!r}; choose from: {', '.join(TASKS)}")
         spec = {"task": task, **{k: own.get(k, t32.get(k)) for k in TASK_KEYS}}
@@ -50,6 +55,7 @@ def task_specs(t32: dict) -> list[dict]:
             spec["hint_prob"] = 0.0  # no hint exists: the task set is the same whatever it says
         validate_task_args(task, spec["n_train"], spec["n_test"], spec["hint_prob"])
         spec["label"] = task + "".join(f"-{k}{own[k]}" for k in sorted(own))
+        spec["modes"] = modes
         specs.append(spec)
     return specs
 
@@ -100,7 +106,6 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
     specs = task_specs(t32)
     if not specs:
         return stages, fields, build
-    modes = _modes(t32)
     overrides = t32.get("finetune") or {}
     ft = OmegaConf.to_container(OmegaConf.merge(cfg["finetune"], overrides), resolve=True)
     max_items = t32.get("max_items")
@@ -112,7 +117,7 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
     for spec in specs:
         task_cfg = {k: spec[k] for k in ("task", *TASK_KEYS)}
         tasks = Stage("tasks", {"task": task_cfg}, {"data": data, "corpus": corpus})
-        for mode, ratio in modes:
+        for mode, ratio in spec["modes"]:
             if mode == "finetune":
                 label = f"{spec['label']}__ft"
                 train = Stage("task_finetune", {"finetune": ft},

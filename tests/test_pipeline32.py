@@ -145,13 +145,14 @@ def test_part32_experiments_share_stages_with_part31():
     tasks = inverse[0]["stages"]["tasks32"]
     assert set(tasks) == {
         "birth_to_first__ft",
-        "birth_to_first__mix0.8",
         "all_to_first__ft",
+        "all_to_first__mix0.5",
         "all_to_first__mix0.8",
-    }
-    assert tasks["birth_to_first__ft"]["tasks"] == tasks["birth_to_first__mix0.8"]["tasks"]  # one task set
-    assert tasks["birth_to_first__ft"]["train"].startswith("task_finetune/")
-    assert tasks["birth_to_first__mix0.8"]["train"].startswith("task_mixed/")
+    }  # birth_to_first sets its own modes
+    assert tasks["all_to_first__ft"]["tasks"] == tasks["all_to_first__mix0.8"]["tasks"]  # one task set
+    assert tasks["all_to_first__ft"]["train"].startswith("task_finetune/")
+    assert tasks["all_to_first__mix0.5"]["train"].startswith("task_mixed/")
+    assert tasks["all_to_first__mix0.5"]["train"] != tasks["all_to_first__mix0.8"]["train"]
     info = manip[0]["tasks32"]
     assert [
         info[k]["hint_prob"] for k in ("month_parity-hint_prob0.0__ft", "month_parity-hint_prob0.5__ft")
@@ -166,9 +167,18 @@ def test_part32_experiments_share_stages_with_part31():
     assert ft["lora_r"] == 16 and ft["train"]["lr"] == 1e-3  # tasks32.finetune overrides the preset
 
 
+def test_a_task_may_set_its_own_modes_without_changing_its_label_or_stages():
+    shared = plan([*TINY32, "tasks32.tasks=[birth_day]", "tasks32.modes=[finetune]"])[0]["stages"]["tasks32"]
+    own = [*TINY32, "tasks32.tasks=[{task: birth_day, modes: [finetune, mixed], qa_ratios: [0.5]}]"]
+    tasks = plan(own)[0]["stages"]["tasks32"]
+    assert set(tasks) == {"birth_day__ft", "birth_day__mix0.5"}
+    assert tasks["birth_day__ft"] == shared["birth_day__ft"]  # same label, same stage keys
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
+        (["tasks32.tasks=[{task: birth_day, modes: [mixed]}]", "tasks32.qa_ratios=null"], "qa_ratios"),
         (["tasks32.tasks=[month_oddness]"], "unknown Part 3.2 task 'month_oddness'"),
         (["tasks32.tasks=[birth_day]", "tasks32.modes=[sometimes]"], "tasks32.modes"),
         (["tasks32.tasks=[birth_day]", "tasks32.modes=[mixed]", "tasks32.qa_ratios=[0]"], "qa_ratios"),
