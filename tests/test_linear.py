@@ -55,3 +55,39 @@ def test_majority_accuracy():
 def test_unknown_solver():
     with pytest.raises(ValueError, match="logreg, ridge or auto"):
         LinearProbeConfig(solver="svm")
+
+
+def skewed_noise(n=300, d=64, classes=30, seed=1):
+    """Features with no signal; labels with one class at ~40%: only the prior can be learned."""
+    rng = np.random.default_rng(seed)
+    p = np.full(classes, 0.6 / (classes - 1))
+    p[0] = 0.4
+    y = rng.choice(classes, size=(n, 1), p=p)
+    return rng.normal(size=(n, 1, d)).astype(np.float32), y, [classes]
+
+
+@pytest.mark.parametrize("solver", ["logreg", "ridge"])
+def test_a_validated_penalty_falls_back_to_the_majority_class_without_signal(solver):
+    x, y, classes = skewed_noise()
+    tr = np.arange(len(y)) < 150
+    majority = majority_accuracy(y[tr], y[~tr])[0]
+    _, weak = fit_linear_probes(x[tr], y[tr], x[~tr], y[~tr], classes, LinearProbeConfig(solver, l2=1e-4))
+    grid = LinearProbeConfig(solver, l2=[1e-4, 1e-2, 1.0, 100.0])
+    _, chosen = fit_linear_probes(x[tr], y[tr], x[~tr], y[~tr], classes, grid)
+    assert weak[0, 0] < majority - 0.1  # memorises its 150 rows: worse than the prior on new ones
+    assert chosen[0, 0] >= majority - 0.03
+
+
+@pytest.mark.parametrize("solver", ["logreg", "ridge"])
+def test_a_validated_penalty_keeps_a_real_signal(solver):
+    x, y, classes = blobs()
+    tr = np.arange(len(y)) < 400
+    grid = LinearProbeConfig(solver, l2=[1e-3, 1e-2, 1.0, 100.0])
+    _, test_acc = fit_linear_probes(x[tr], y[tr], x[~tr], y[~tr], classes, grid)
+    assert test_acc[2].min() > 0.8 and test_acc[0].max() < 0.35
+
+
+@pytest.mark.parametrize("l2", [[], -1.0, [0.1, "big"]])
+def test_bad_penalties_are_refused(l2):
+    with pytest.raises(ValueError, match="probe l2"):
+        LinearProbeConfig(l2=l2)
