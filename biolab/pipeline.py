@@ -144,9 +144,7 @@ def validate_plan(runs: list[dict]) -> None:
                 ModelConfig.from_dict(c["model"])
                 TrainConfig.from_dict(c["train"]).validate()
             elif stage.kind == "finetune":
-                ft, tr = finetune_configs(c["finetune"])
-                tr.validate()
-                ft.validate()
+                finetune_configs(c["finetune"])  # validates both
             elif stage.kind == "probe":
                 ProbeConfig.from_dict(c["probe"])
             else:

@@ -148,9 +148,7 @@ def validate_stage(stage: Stage) -> None:
         t = c["task"]
         validate_task_args(t["task"], t["n_train"], t["n_test"], t["hint_prob"])
     elif stage.kind == "task_finetune":
-        ft, tr = finetune_configs(c["finetune"])
-        tr.validate()
-        ft.validate()
+        finetune_configs(c["finetune"])  # validates both
     elif stage.kind == "task_mixed":
         ModelConfig.from_dict(c["model"])
         TrainConfig.from_dict(c["train"]).validate()

@@ -54,9 +54,12 @@ class FinetuneConfig:
 
 
 def finetune_configs(d: dict) -> tuple[FinetuneConfig, TrainConfig]:
-    """A finetune preset (its own keys plus a nested ``train:``) as the two typed configs."""
+    """A finetune preset (its own keys plus a nested ``train:``) as the two typed configs, validated."""
     own = {k: v for k, v in d.items() if k != "train"}
-    return FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"])
+    ft, tr = FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"])
+    tr.validate()
+    ft.validate()
+    return ft, tr
 
 
 def key_rows(layout: str, n_head: int, d_model: int) -> torch.Tensor:
