@@ -91,12 +91,7 @@ def load_runs(root: str | Path, experiment: str | None = None) -> list[Run]:
     """Every manifest under ``root`` (or one experiment's), sorted by experiment then file name."""
     runs = []
     for path in find_manifests(root, experiment):
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ReportError(f"{path}: not a readable JSON manifest ({err})") from None
-        if not isinstance(manifest, dict):
-            raise ReportError(f"{path}: a manifest must be a JSON object")
+        manifest = _json_object(path, "manifest", ReportError)
         missing = [k for k in ("experiment", "run", "data", "stages") if k not in manifest]
         if missing or not isinstance(manifest.get("stages"), dict):
             raise ReportError(f"{path}: manifest lacks {', '.join(missing) or 'a stages object'}")
@@ -152,11 +147,8 @@ def eval_metrics(run: Run) -> dict:
     _check_upstream(run)
     folder = check_stage(run, run.manifest["stages"].get("eval"), "eval")
     path = _need_file(run, folder, "eval/metrics.json", "eval")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageMissing(f"{run.name}: {path} is not readable JSON ({err})") from None
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("splits"), dict):
+    metrics = _read_json(run, path, "eval")
+    if not isinstance(metrics.get("splits"), dict):
         raise StageMissing(f"{run.name}: {path} has no 'splits'")
     return metrics
 
@@ -186,14 +178,19 @@ def probe_images(run: Run, probe: str) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def _read_json(run: Run, path: Path, what: str) -> dict:
+def _json_object(path: Path, what: str, error: type[Exception], prefix: str = "") -> dict:
+    """``path`` parsed as a JSON object, or ``error`` saying which file and why."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageMissing(f"{run.name}: {path} is not readable JSON ({err})") from None
+        raise error(f"{prefix}{path}: not a readable JSON {what} ({err})") from None
     if not isinstance(data, dict):
-        raise StageMissing(f"{run.name}: {path} is not a JSON object ({what})")
+        raise error(f"{prefix}{path}: a {what} must be a JSON object")
     return data
+
+
+def _read_json(run: Run, path: Path, what: str) -> dict:
+    return _json_object(path, what, StageMissing, prefix=f"{run.name}: ")
 
 
 def memorization_metrics(run: Run) -> dict:
