@@ -1,7 +1,6 @@
 """Part 3.2 wired in: task-set corpora and their split hygiene, the planning of the new stage kinds, a
 tiny run of each on 20 people, and the report's rows."""
 
-import csv
 import json
 import shutil
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from test_pipeline import TINY, plan
+from test_report import one, results
 
 from biolab.cli import check_overrides, compose
 from biolab.data.dataset import DataConfig
@@ -241,21 +241,10 @@ def test_a_tiny_run_builds_every_new_stage_kind_then_reuses_them(tiny_root):
     assert not any(line.endswith("building") for line in logs)
 
 
-def rows_of(out):
-    with open(out / "results.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def one(rows, **where):
-    hits = [r for r in rows if all(r[k] == v for k, v in where.items())]
-    assert len(hits) == 1, (where, len(hits))
-    return hits[0]
-
-
 def test_the_report_shows_the_files_numbers_and_the_papers_statements(tiny_root, tmp_path):
     root = shutil.copytree(tiny_root, tmp_path / "root")
     md, report = build_report(root)
-    rows = rows_of(md.parent)
+    rows = results(md.parent)
     assert not report.notes and list(rows[0]) == list(COLUMNS)
     m = json.loads((root / "runs" / "custom" / "bioS_multi5_reverse6.json").read_text())
     mem = json.loads((root / m["stages"]["memorization"] / "memorization.json").read_text())
@@ -303,7 +292,7 @@ def test_a_missing_task_or_memorization_stage_is_flagged_never_reported(tiny_roo
     (root / m["stages"]["tasks32"]["birth_to_first__ft"]["eval"] / "eval" / "metrics.json").unlink()
     shutil.rmtree(root / m["stages"]["memorization"])
     md, report = build_report(root)
-    rows = rows_of(md.parent)
+    rows = results(md.parent)
     assert len(report.notes) == 2 and "memorization stage" in report.notes[0]
     flagged = one(rows, task="birth_to_first__ft", metric="task_answer", split="test")
     assert flagged["value"] == "" and "is missing although" in flagged["note"]
