@@ -25,7 +25,8 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
     check_statements((cfg.get("paper") or {}).get("statements"))  # a typo fails before any work
-    data = Stage("data", cfg["data"])
+    # max_values came after many roots were built: left out at its default, their data keys hold.
+    data = Stage("data", {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
     corpus = Stage("corpus", {"tokenizer": cfg["tokenizer"]}, {"data": data})
     pretrain = Stage("pretrain", {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
     probe_stages = {

@@ -116,6 +116,7 @@ def test_tampering_is_detected(tmp_path):
         ({"reverse": -1}, r"reverse must be 0 \(off\), 1-5"),
         ({"style": "bioR", "reverse": 1}, "reverse is a bioS augmentation"),
         ({"reverse": 6, "fullname": True}, "use fullname=false"),
+        ({"max_values": 1}, "max_values must be 0"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, kw, message):
@@ -169,3 +170,14 @@ def test_reverse_is_left_out_of_the_config_at_its_default(tmp_path):
     assert all(
         x.text.endswith(f"name is {y.text[slice(*y.spans['name'][0])]}.") for x, y in zip(a, b, strict=True)
     )
+
+
+def test_max_values_shrinks_the_attribute_pools_and_is_left_out_at_its_default(tmp_path):
+    assert "max_values" not in DataConfig().to_dict()
+    out, meta = write(tmp_path, max_values=4, multi=2)
+    assert meta["config"]["max_values"] == 4
+    people = load_dataset(out).people
+    for attribute in ("birth_city", "university", "major", "company", "company_city"):
+        assert 2 <= len({getattr(p, attribute) for p in people}) <= 4, attribute
+    assert meta["bits_per_person"]["per_attribute"]["university"] == 2.0  # log2 of the pool drawn from
+    assert len({p.full_name for p in people}) == 50

@@ -51,6 +51,15 @@ def test_datasets_share_nothing_but_experiments_share_stages():
     assert demo[0]["stages"]["data"] != demo[1]["stages"]["data"]
 
 
+def test_max_values_at_its_default_keeps_every_earlier_data_key():
+    cfg = OmegaConf.to_container(compose("run", ["experiment=demo"]), resolve=True)
+    key = plan_runs(cfg)[0]["stages"]["data"]
+    del cfg["data"]["max_values"]
+    assert plan_runs(cfg)[0]["stages"]["data"] == key  # roots built before the key still match
+    cfg["data"]["max_values"] = 10
+    assert plan_runs(cfg)[0]["stages"]["data"] != key
+
+
 def test_bad_qa_eval_and_grid_keys():
     cfg = OmegaConf.to_container(compose("run", ["qa_eval=sometimes"]), resolve=True)
     with pytest.raises(ConfigError, match="qa_eval"):

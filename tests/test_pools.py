@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from biolab.data.pools import EXPECTED_SIZES, FILES, default_pool_dir, load_pools
+from biolab.data.pools import EXPECTED_SIZES, FILES, default_pool_dir, limit_values, load_pools
 from biolab.errors import DataFileError
 
 
@@ -58,3 +58,15 @@ def test_wrong_size_and_duplicates_are_errors(pool_copy):
     path.write_text("\n".join([*lines[:-1], lines[0]]) + "\n")
     with pytest.raises(DataFileError, match=r"field\.txt:100: duplicate value"):
         load_pools(pool_copy)
+
+
+def test_limit_values_keeps_an_even_spread_and_company_headquarters(pools):
+    small = limit_values(pools, 10)
+    assert small.university == tuple(pools.university[i] for i in range(0, 300, 30))
+    assert len(small.city) == len(small.major) == len(small.company) == 10
+    hq = dict(zip(pools.company, pools.company_city, strict=True))
+    assert all(hq[c] == city for c, city in zip(small.company, small.company_city, strict=True))
+    assert (small.first_name, small.last_name) == (pools.first_name, pools.last_name)  # names stay whole
+    assert limit_values(pools, 1000) == pools
+    with pytest.raises(ValueError, match="at least 2"):
+        limit_values(pools, 1)

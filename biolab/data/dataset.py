@@ -25,7 +25,7 @@ from biolab.data.bios import (
     render_bios_bioS,
 )
 from biolab.data.people import ATTRIBUTES, DAYS, MONTHS, PRONOUNS, YEARS, Person, sample_people
-from biolab.data.pools import Pools, load_pools
+from biolab.data.pools import Pools, limit_values, load_pools
 from biolab.data.qa import QA, qa_pairs
 from biolab.data.templates import STYLES, load_templates
 from biolab.errors import ConfigError, DataFileError
@@ -56,6 +56,7 @@ class DataConfig:
     connective_prob: float = 0.3  # bioR: chance of "Later," etc. before a sentence
     pools: str | None = None  # a folder of custom pools (default: the paper's)
     templates: str | None = None  # a folder of custom templates (default: the package's)
+    max_values: int = 0  # keep this many values per attribute pool (0: all); for small probing runs
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
@@ -82,6 +83,8 @@ class DataConfig:
                 raise ConfigError(f"data.{k} must be in [0, 1], got {getattr(self, k)}")
         if self.max_fillers < 0:
             raise ConfigError(f"data.max_fillers must be >= 0, got {self.max_fillers}")
+        if self.max_values == 1 or self.max_values < 0:
+            raise ConfigError(f"data.max_values must be 0 (all values) or >= 2, got {self.max_values}")
 
     @property
     def entries_per_person(self) -> int:
@@ -93,12 +96,16 @@ class DataConfig:
             # reverse came after format 1: leaving it out at its default keeps the meta.json of
             # every earlier dataset, and the data configs compared by prepare_corpus, unchanged
             del d["reverse"]
+        if not self.max_values:
+            del d["max_values"]  # the same reason
         return d
 
 
 def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
     """Pools and templates for ``cfg``; checks the population fits the name space."""
     pools = load_pools(cfg.pools, check_sizes=cfg.pools is None)
+    if cfg.max_values:
+        pools = limit_values(pools, cfg.max_values)
     if cfg.n_people > pools.n_names:
         raise ConfigError(f"data.n_people={cfg.n_people} exceeds the {pools.n_names} distinct full names")
     return pools, load_templates(cfg.style, cfg.templates)

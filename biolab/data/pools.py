@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -100,3 +100,27 @@ def load_pools(directory: str | Path | None = None, check_sizes: bool = True) ->
                     f"{root / FILES[name]}: expected {expected} values, found {len(values[name])}"
                 )
     return Pools(**{k: tuple(v) for k, v in values.items()}, company_city=tuple(hq))
+
+
+def limit_values(pools: Pools, k: int) -> Pools:
+    """Keep ``k`` evenly spread values of each attribute pool (cities, universities, majors, companies
+    with their headquarters); names stay whole. A probe trained on a few hundred people sees each class
+    of a 300-value pool about once, so small-scale probing runs shrink the pools instead."""
+    if k < 2:
+        raise ValueError(f"keep at least 2 values per pool, got {k}")
+
+    def spread(n: int) -> list[int]:  # evenly spaced, not the first k: the lists are ordered
+        return [(n * i) // k for i in range(k)] if k < n else list(range(n))
+
+    def keep(values: tuple[str, ...], picked: list[int]) -> tuple[str, ...]:
+        return tuple(values[i] for i in picked)
+
+    company = spread(len(pools.company))
+    return replace(
+        pools,
+        city=keep(pools.city, spread(len(pools.city))),
+        university=keep(pools.university, spread(len(pools.university))),
+        major=keep(pools.major, spread(len(pools.major))),
+        company=keep(pools.company, company),
+        company_city=keep(pools.company_city, company),
+    )
