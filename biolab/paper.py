@@ -119,6 +119,18 @@ def paper_statements(path: str | Path = STATEMENTS_TSV) -> dict[str, dict]:
     return {k: dict(v) for k, v in _load_statements(Path(path)).items()}
 
 
+SOURCE_KEYS = ("qa", "pprobe_first", "pprobe_whole", "qprobe")  # the manifest keys naming a figure
+
+
+def check_sources(paper: dict | None, path: str | Path = PAPER_CSV) -> None:
+    """Each figure a config's ``paper`` block names must be in the file: a typo fails at plan time, not
+    in the report after the runs."""
+    known = {r["figure"] for r in _load(Path(path))}
+    bad = {k: (paper or {})[k] for k in SOURCE_KEYS if (paper or {}).get(k) and (paper or {})[k] not in known}
+    if bad:
+        raise ConfigError(f"unknown paper source(s) {bad}; known: {'; '.join(sorted(known))}")
+
+
 def check_statements(keys, path: str | Path = STATEMENTS_TSV) -> list[str]:
     """``keys`` as a list; a key the package does not know is a ConfigError naming the known ones."""
     known = _load_statements(Path(path))

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from biolab.errors import ConfigError
 from biolab.io import write_json
-from biolab.paper import check_statements
+from biolab.paper import check_sources, check_statements
 from biolab.stages import Stage, check_root, ensure
 
 QA_EVAL = ("finetune", "direct", "none")
@@ -25,6 +25,7 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
     check_statements((cfg.get("paper") or {}).get("statements"))  # a typo fails before any work
+    check_sources(cfg.get("paper"))
     # max_values came after many roots were built: left out at its default, their data keys hold.
     data = Stage("data", {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
     corpus = Stage("corpus", {"tokenizer": cfg["tokenizer"]}, {"data": data})

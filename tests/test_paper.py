@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from biolab.errors import ConfigError, DataFileError
-from biolab.paper import COLUMNS, PAPER_CSV, paper_numbers, paper_value
+from biolab.paper import COLUMNS, PAPER_CSV, check_sources, paper_numbers, paper_value
 
 FIG3 = "P3.1 Fig 3 left (= Fig 7 left)"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper_numbers.csv"  # the project's notes
@@ -86,3 +86,9 @@ def test_the_package_copy_equals_the_shared_table():
     with open(SHARED, newline="", encoding="utf-8") as f:
         shared = [{**r, "value": float(r["value"])} for r in csv.DictReader(f)]
     assert shared == paper_numbers()
+
+
+def test_a_config_naming_an_unknown_figure_fails_before_any_run():
+    check_sources({"qa": FIG3, "qprobe": "P3.1 Fig 7 (= Fig 16a)", "statements": ["x"]})
+    with pytest.raises(ConfigError, match="unknown paper source.*'qprobe': 'P3.1 Fig 7 right'"):
+        check_sources({"qa": FIG3, "qprobe": "P3.1 Fig 7 right"})
