@@ -47,6 +47,10 @@ def paper_numbers(path: str | Path = PAPER_CSV) -> list[dict]:
     return [dict(r) for r in _load(Path(path))]
 
 
+def _figures(path: str | Path = PAPER_CSV) -> set[str]:
+    return {r["figure"] for r in _load(Path(path))}
+
+
 def paper_value(source: str, data: str, metric: str, attribute: str, position: int | str | None = None,
                 method: str | None = None, path: str | Path = PAPER_CSV) -> float | None:  # fmt: skip
     """The paper's number for one cell, or None when the paper does not report it.
@@ -55,9 +59,8 @@ def paper_value(source: str, data: str, metric: str, attribute: str, position: i
     as "the paper has no number"), and so is a lookup that matches several methods without
     ``method``."""
     rows = _load(Path(path))
-    if source not in {r["figure"] for r in rows}:
-        known = sorted({r["figure"] for r in rows})
-        raise ConfigError(f"unknown paper source {source!r}; known: {'; '.join(known)}")
+    if source not in _figures(path):
+        raise ConfigError(f"unknown paper source {source!r}; known: {'; '.join(sorted(_figures(path)))}")
     if metric not in {r["metric"] for r in rows if r["figure"] == source}:
         known = sorted({r["metric"] for r in rows if r["figure"] == source})
         raise ConfigError(f"{source!r} has no metric {metric!r}; it has: {', '.join(known)}")
@@ -125,10 +128,10 @@ SOURCE_KEYS = ("qa", "pprobe_first", "pprobe_whole", "qprobe")  # the manifest k
 def check_sources(paper: dict | None, path: str | Path = PAPER_CSV) -> None:
     """Each figure a config's ``paper`` block names must be in the file: a typo fails at plan time, not
     in the report after the runs."""
-    known = {r["figure"] for r in _load(Path(path))}
-    bad = {k: (paper or {})[k] for k in SOURCE_KEYS if (paper or {}).get(k) and (paper or {})[k] not in known}
+    named = {k: (paper or {}).get(k) for k in SOURCE_KEYS}
+    bad = {k: v for k, v in named.items() if v and v not in _figures(path)}
     if bad:
-        raise ConfigError(f"unknown paper source(s) {bad}; known: {'; '.join(sorted(known))}")
+        raise ConfigError(f"unknown paper source(s) {bad}; known: {'; '.join(sorted(_figures(path)))}")
 
 
 def check_statements(keys, path: str | Path = STATEMENTS_TSV) -> list[str]:

@@ -13,8 +13,8 @@ from conftest import FAKE_DATASETS, build_fake_root
 
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
-from biolab.paper import paper_value
-from biolab.report import COLUMNS, QA_KEYS, build_report, spearman, write_report
+from biolab.paper import SOURCE_KEYS, paper_value
+from biolab.report import COLUMNS, PROBE_METRICS, QA_KEYS, build_report, spearman, write_report
 
 FIG3 = "P3.1 Fig 3 left (= Fig 7 left)"
 REPO = Path(__file__).resolve().parent.parent
@@ -311,3 +311,7 @@ def test_probe_only_experiments_and_grids_read_as_the_runner_writes_them(fake_ro
     fig5 = text[text.index("## Experiment `fig5_pprobe`") :]
     assert "QA exact match" not in fig5 and "| bioS_single | p_fast | ours |" in fig5
     assert "| bioS_single (bioS_single__lora_r-8) | tiny | lora |" in text
+
+
+def test_the_paper_keys_the_report_reads_are_the_ones_checked_at_plan_time():
+    assert {"qa"} | {key for _, key in PROBE_METRICS.values()} == set(SOURCE_KEYS)
