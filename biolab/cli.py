@@ -34,14 +34,16 @@ def compose(config_name: str, overrides: list[str] = (), conf_dir: Path = CONF_D
 
 
 def used_groups(config_name: str, conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    """The config groups ``config_name`` composes (``model`` is a group for pretrain, a path
-    for evaluate), with their options."""
+    """The config groups ``config_name`` composes, with their options."""
     choices = compose(config_name, conf_dir=conf_dir, hydra=True).hydra.runtime.choices
     return {g: opts for g, opts in config_groups(conf_dir).items() if g in choices}
 
 
-def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Raise BiolabError naming the valid choices for an unknown preset or key."""
+def check_overrides(
+    config_name: str, args: list[str], conf_dir: Path = CONF_DIR, renamed: dict[str, str] | None = None
+) -> None:
+    """Raise BiolabError naming the valid choices for an unknown preset or key; ``renamed`` maps an
+    old top-level key to its new name, for a one-line hint instead of a bare "unknown key"."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import DictConfig, OmegaConf
 
@@ -50,6 +52,11 @@ def check_overrides(config_name: str, args: list[str], conf_dir: Path = CONF_DIR
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:  # hydra's parse errors are multi-line
         raise BiolabError(f"cannot parse overrides {args}: {str(err).splitlines()[0]}") from None
+    for o in parsed:
+        old, _, rest = o.key_or_group.partition(".")
+        if old in (renamed or {}):
+            new = renamed[old] + (f".{rest}" if rest else "")
+            raise BiolabError(f"{o.key_or_group}= is now {new}= (renamed); pass {new}=...")
     groups = used_groups(config_name, conf_dir)
     chosen = []
     for o in parsed:
@@ -88,11 +95,11 @@ def usage(config_name: str, doc: str, overrides: list[str] = (), conf_dir: Path 
     )
 
 
-def hydra_main(config_name: str, conf_dir: Path = CONF_DIR) -> Callable:
-    """Like ``hydra.main``, plus override checks and one-line exits on BiolabError.
-
-    ``conf_dir``: a script whose keys clash with group names (evaluate's ``model=DIR``) gets its
-    own config folder, where ``model`` is a plain key."""
+def hydra_main(
+    config_name: str, conf_dir: Path = CONF_DIR, renamed: dict[str, str] | None = None
+) -> Callable:
+    """Like ``hydra.main``, plus override checks and one-line exits on BiolabError; ``renamed``:
+    old key -> new key, each answered with a one-line hint."""
     import hydra
 
     def decorate(fn: Callable) -> Callable:
@@ -109,7 +116,7 @@ def hydra_main(config_name: str, conf_dir: Path = CONF_DIR) -> Callable:
                     print(usage(config_name, doc, [a for a in args if "=" in a], conf_dir))
                     return
                 if "--hydra-help" not in args:
-                    check_overrides(config_name, args, conf_dir)
+                    check_overrides(config_name, args, conf_dir, renamed)
             except BiolabError as err:
                 _die(err)
             wrapped()

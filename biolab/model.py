@@ -1,4 +1,5 @@
-"""Randomly initialised Hugging Face causal LMs from a small typed config (``conf/model/*.yaml``).
+"""Hugging Face causal LMs: built randomly initialised from a small typed config
+(``conf/model/*.yaml``), and loaded back from a run's model or peft adapter folder.
 
 The paper's model is "GPT2 with rotary": in transformers that is GPT-NeoX with a sequential residual,
 tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute positions) and
@@ -8,11 +9,13 @@ tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
@@ -196,3 +199,33 @@ def model_summary(model: PreTrainedModel) -> str:
         f"{c.model_type} {c.num_hidden_layers}L-{c.num_attention_heads}H-{c.hidden_size}d, "
         f"{total:.1f}M params ({body:.1f}M non-embedding)"
     )
+
+
+def load_pretrained(path: str | Path) -> PreTrainedModel:
+    """A pretrained model folder in float32, to train further (finetuning starts here)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"pretrained={path} is not a model folder (no config.json)")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+def load_model(path: str | Path):
+    """(model in eval mode, tokenizer) from a model folder or a peft adapter folder (merged for speed)."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        peft_model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+        base = peft_model.get_base_model()
+        head = base.get_output_embeddings()
+        if head is not None and head.weight is base.get_input_embeddings().weight:
+            # The embedding update was trained on the input side only; merging it into a tied
+            # matrix would move the output head too. Untie first.
+            head.weight = torch.nn.Parameter(head.weight.detach().clone())
+            base.config.tie_word_embeddings = False
+        model = peft_model.merge_and_unload()
+    elif (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    else:
+        raise ConfigError(f"{path} is neither a model folder nor a peft adapter folder")
+    return model.float().eval(), AutoTokenizer.from_pretrained(str(path), local_files_only=True)

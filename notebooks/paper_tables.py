@@ -24,8 +24,8 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from biolab.paper import paper_numbers
-from biolab.report import collect, qa_means
-from biolab.report_md import (
+from biolab.report.collect import collect
+from biolab.report.markdown import (
     PROBE_TABLES,
     md_table,
     probe_table,
@@ -33,7 +33,8 @@ from biolab.report_md import (
     qa_mean_table,
     spearman_line,
 )
-from biolab.report_plots import plot_qa_vs_paper
+from biolab.report.plots import plot_qa_vs_paper
+from biolab.report.rows import qa_means
 
 # the demo's root, from the repository (or from notebooks/, where Jupyter starts the kernel)
 ROOT = Path(

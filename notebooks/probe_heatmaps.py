@@ -27,8 +27,8 @@ from IPython.display import Image, display
 
 from biolab.data.people import ATTRIBUTES
 from biolab.paper import paper_value
+from biolab.pipeline.manifest import StageMissing, load_runs, probe_rows
 from biolab.probe.plots import SHORT, plot_layers, plot_positions, plot_query, position_matrix
-from biolab.runs import StageMissing, load_runs, probe_rows
 
 # the demo's root, from the repository (or from notebooks/, where Jupyter starts the kernel)
 ROOT = Path(

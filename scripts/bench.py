@@ -18,9 +18,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from biolab.cli import CONF_DIR, compose
+from biolab.cli import compose
 from biolab.data.dataset import DataConfig, write_dataset
-from biolab.runinfo import device_name, git_commit, versions
+from biolab.status import device_name, git_commit, versions
 
 
 def peak_rss_mb() -> dict:
@@ -93,7 +93,8 @@ def bench_eval_cmd(args, tmp: Path) -> dict:
     """Batched generation vs one generate call per question, same model and prompts."""
     from biolab.data.qa import format_prompt
     from biolab.data.tokens import Corpus, prepare_corpus
-    from biolab.evaluate import generate_answers, qa_items
+    from biolab.eval.generate import generate_answers
+    from biolab.eval.qa import qa_items
     from biolab.model import ModelConfig, build_model
 
     corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
@@ -136,7 +137,7 @@ def bench_probe_cmd(args, tmp: Path) -> dict:
         tmp / "model"
     )
     corpus.tokenizer().save_pretrained(str(tmp / "model"))
-    probe = OmegaConf.to_container(compose("probe", ["probe=p_fast"], conf_dir=CONF_DIR / "evaluate").probe)
+    probe = OmegaConf.to_container(compose("probe", ["probe=p_fast"]).probe)
     out = {}
     for label, controls in (("probe", []), ("probe_and_controls", ["shuffled", "random_init"])):
         cfg = ProbeConfig.from_dict({**probe, "max_people": None, "controls": controls})

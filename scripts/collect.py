@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from biolab.io import write_json
-from biolab.runinfo import device_name, git_commit, versions
+from biolab.status import device_name, git_commit, versions
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ from biolab.cli import hydra_main
 from biolab.data.dataset import read_meta
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
-from biolab.evaluate import evaluate_qa, load_model
+from biolab.eval.qa import evaluate_qa
 from biolab.io import write_json
-from biolab.train.finetune import expand_grid, finetune, finetune_configs, load_pretrained
+from biolab.model import load_model, load_pretrained
+from biolab.train.finetune import expand_grid, finetune, finetune_configs
 
 
 @hydra_main("finetune")

@@ -2,20 +2,20 @@
 
 import sys
 
-from biolab.cli import CONF_DIR, hydra_main
-from biolab.report import build_report
+from biolab.cli import hydra_main
+from biolab.report.write import build_report
 
 
-@hydra_main("report", CONF_DIR / "evaluate")
+@hydra_main("report", renamed={"experiment": "experiments"})
 def main(cfg) -> None:
     """Write report.md, results.csv and figures from the stage folders (never recomputes anything).
 
     python scripts/report.py root=runs                          (every experiment)
-    python scripts/report.py root=runs experiment=demo out=runs/report_demo
+    python scripts/report.py root=runs experiments=demo out=runs/report_demo
     A missing or unfinished stage is listed at the top of report.md and its numbers are left empty
     (strict=true stops instead). Prints report.md.
     """
-    md, report = build_report(cfg.root, cfg.experiment, cfg.out, cfg.strict)
+    md, report = build_report(cfg.root, cfg.experiments, cfg.out, cfg.strict)
     print(md.read_text(encoding="utf-8"))
     print(f"report -> {md.parent}: report.md, results.csv, figures/")
     if report.notes:

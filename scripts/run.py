@@ -1,12 +1,17 @@
 """Run an experiment's whole pipeline through the stage cache: python scripts/run.py --help"""
 
+import fcntl
+from pathlib import Path
+
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from biolab.cli import hydra_main
 from biolab.errors import ConfigError
-from biolab.pipeline import plan_runs, run_experiment
+from biolab.pipeline.plan import plan_runs
+from biolab.pipeline.runner import run_experiment
+from biolab.report.write import write_report
 
 
 def _compose(base_overrides: list[str], extra: list[str]) -> dict:
@@ -14,15 +19,15 @@ def _compose(base_overrides: list[str], extra: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-@hydra_main("run")
+@hydra_main("run", renamed={"tasks32": "manipulation"})
 def main(cfg) -> None:
     """Generate, tokenize, pretrain, finetune + evaluate, probe; reuse every finished stage.
 
     python scripts/run.py experiment=demo                    (the README's main job, ~15 CPU minutes)
     python scripts/run.py experiment=fig3_augmentation scale=small root=/data/biolab
     python scripts/run.py -m data=bioS_single,bioS_multi5 experiment=fig5_pprobe   (a sweep)
-    python scripts/run.py experiment=p32_inverse_search 'tasks32.tasks=[bdate_to_first]'     (Part 3.2;
-    also p32_memorization, p32_manipulation; keys under tasks32 and memorization)
+    python scripts/run.py experiment=p32_inverse_search 'manipulation.tasks=[bdate_to_first]'  (Part 3.2;
+    also p32_memorization, p32_manipulation; keys under manipulation and memorization)
     Stages land in ROOT/<stage>/<hash>/, manifests in ROOT/runs/<experiment>/, the report in ROOT/report.
     Re-running the same command resumes: finished stages are reused, pretraining continues from its
     last checkpoint.
@@ -42,15 +47,10 @@ def main(cfg) -> None:
         runs += plan_runs(_compose(overrides, [f"data={name}"]), probes)
     run_experiment(runs, cfg.root, progress=cfg.progress, jobs=cfg.jobs)
     if cfg.report:
-        import fcntl
-        from pathlib import Path
-
-        from biolab.report import write_report
-
         # Jobs of a sweep each end with the report: one at a time, the last one sees every run.
         with open(Path(cfg.root) / ".report.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            report = write_report(cfg.root, experiment=cfg.experiment)
+            report = write_report(cfg.root, experiments=cfg.experiment)
         print(report.read_text())
 
 

@@ -19,7 +19,7 @@ def bioR_templates():
     return load_templates("bioR")
 
 
-# A stage root written by hand after the stage runner's folder contract (see biolab/runs.py), so the
+# A stage root written by hand after the stage runner's folder contract (biolab/pipeline/manifest.py), so the
 # report and the notebooks are tested without training anything; a real tiny run can replace it.
 FAKE_DATASETS = ("bioS_single", "bioS_multi5_permute_fullname")
 FAKE_PAPER = {
@@ -154,8 +154,9 @@ def tiny_root(tmp_path_factory):
     from omegaconf import OmegaConf
 
     from biolab.cli import compose
-    from biolab.pipeline import plan_runs, run_experiment
-    from biolab.report import write_report
+    from biolab.pipeline.plan import plan_runs
+    from biolab.pipeline.runner import run_experiment
+    from biolab.report.write import write_report
 
     root = tmp_path_factory.mktemp("tiny_root") / "runs"
     cfg = compose("run", TINY_RUN)
@@ -168,5 +169,5 @@ def tiny_root(tmp_path_factory):
         composed = OmegaConf.to_container(compose("run", [*TINY_RUN, f"data={name}"]), resolve=True)
         runs += plan_runs(composed, probes)
     run_experiment(runs, root, progress=False, log=lambda m: None)
-    write_report(root, experiment="demo")
+    write_report(root, experiments="demo")
     return root

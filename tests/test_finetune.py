@@ -8,9 +8,8 @@ from safetensors.torch import load_file
 from biolab.data.dataset import DataConfig, iter_jsonl
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
-from biolab.evaluate import load_model
-from biolab.model import ModelConfig, build_model
-from biolab.runinfo import read_status
+from biolab.model import ModelConfig, build_model, load_model
+from biolab.status import read_status
 from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, expand_grid, finetune, key_rows
 from biolab.train.pretrain import TrainConfig, pretrain
 

@@ -5,7 +5,8 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose, config_groups
 from biolab.errors import ConfigError
-from biolab.pipeline import plan_runs, run_experiment, validate_plan
+from biolab.pipeline.plan import plan_runs, validate_plan
+from biolab.pipeline.runner import run_experiment
 
 TINY = ["data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64", "model.n_layer=1",
         "model.d_model=32", "model.n_head=2", "tokenizer.vocab_size=400", "finetune.train.steps=2",

@@ -14,7 +14,7 @@ from biolab.data.dataset import DataConfig
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
-from biolab.runinfo import read_status
+from biolab.status import read_status
 from biolab.train.curves import plot_training
 from biolab.train.pretrain import TrainConfig, TrainingError, pretrain
 

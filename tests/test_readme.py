@@ -11,11 +11,17 @@ from biolab.cli import CONF_DIR, check_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 HYDRA = {
-    "generate.py": ("generate", CONF_DIR), "pretrain.py": ("pretrain", CONF_DIR),
-    "finetune.py": ("finetune", CONF_DIR), "run.py": ("run", CONF_DIR),
-    "evaluate.py": ("evaluate", CONF_DIR / "evaluate"), "probe.py": ("probe", CONF_DIR / "evaluate"),
-    "report.py": ("report", CONF_DIR / "evaluate"),
-}  # fmt: skip
+    script: (script[:-3], CONF_DIR)
+    for script in (
+        "generate.py",
+        "pretrain.py",
+        "finetune.py",
+        "run.py",
+        "evaluate.py",
+        "probe.py",
+        "report.py",
+    )
+}
 
 
 def readme_commands() -> list[list[str]]:

@@ -14,7 +14,9 @@ from conftest import FAKE_DATASETS, build_fake_root
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
 from biolab.paper import SOURCE_KEYS, paper_value
-from biolab.report import COLUMNS, PROBE_METRICS, QA_KEYS, build_report, spearman, write_report
+from biolab.report.collect import PROBE_METRICS, QA_KEYS
+from biolab.report.rows import COLUMNS, spearman
+from biolab.report.write import build_report, write_report
 
 FIG3 = "P3.1 Fig 3 left (= Fig 7 left)"
 REPO = Path(__file__).resolve().parent.parent
@@ -279,7 +281,7 @@ def test_out_is_replaced_whole_and_only_if_it_is_a_report(fake_root, tmp_path):
 def test_the_script_prints_the_report_or_one_line_error(fake_root, tmp_path):
     script = [sys.executable, str(REPO / "scripts" / "report.py")]
     out = tmp_path / "rep"
-    r = subprocess.run([*script, f"root={fake_root}", "experiment=demo", f"out={out}"], capture_output=True,
+    r = subprocess.run([*script, f"root={fake_root}", "experiments=demo", f"out={out}"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "| bioS_single | tiny | lora |" in r.stdout and (out / "results.csv").is_file()

@@ -89,13 +89,21 @@ def test_bench_runs_and_reports_json():
         ("finetune.py", ["out=x"], "pretrained=... is required"),
         ("finetune.py", ["pretrained=/nonexistent", "out=x"], "is not a model folder"),
         ("finetune.py", ["pretrained=p", "out=x", "finetune=qlora"], "unknown finetune preset 'qlora'"),
-        ("evaluate.py", ["data_dir=d"], "model=... is required"),
-        ("evaluate.py", ["model=m", "data_dir=d", "split=dev"], "split must be train, test or both"),
-        ("evaluate.py", ["model=m", "data_dir=/nonexistent"], "not a biolab dataset"),
-        ("probe.py", ["data_dir=d", "out=o"], "model=... is required"),
-        ("probe.py", ["model=m", "data_dir=d", "out=o", "probe=x_probe"], "unknown probe preset 'x_probe'"),
-        ("probe.py", ["model=m", "data_dir=d", "out=o", "probe.split=half"], "probe.split must be"),
-        ("probe.py", ["model=m", "data_dir=/nonexistent", "out=o"], "not a biolab dataset"),
+        ("evaluate.py", ["data_dir=d"], "model_dir=... is required"),
+        ("evaluate.py", ["model=m", "data_dir=d"], "model= is now model_dir= "),
+        ("evaluate.py", ["model_dir=m", "data_dir=d", "split=dev"], "split must be train, test or both"),
+        ("evaluate.py", ["model_dir=m", "data_dir=/nonexistent"], "not a biolab dataset"),
+        ("probe.py", ["data_dir=d", "out=o"], "model_dir=... is required"),
+        ("probe.py", ["model=m", "data_dir=d", "out=o"], "model= is now model_dir= "),
+        (
+            "probe.py",
+            ["model_dir=m", "data_dir=d", "out=o", "probe=x_probe"],
+            "unknown probe preset 'x_probe'",
+        ),
+        ("probe.py", ["model_dir=m", "data_dir=d", "out=o", "probe.split=half"], "probe.split must be"),
+        ("probe.py", ["model_dir=m", "data_dir=/nonexistent", "out=o"], "not a biolab dataset"),
+        ("report.py", ["experiment=demo"], "experiment= is now experiments= "),
+        ("run.py", ["tasks32.modes=[mixed]"], "tasks32.modes= is now manipulation.modes= "),
     ],
 )
 def test_finetune_and_evaluate_bad_input(tmp_path, script, args, message):
@@ -128,13 +136,13 @@ def test_pretrain_then_finetune_grid_then_evaluate_then_probe(tmp_path):
     for name in grid["runs"]:
         assert (tmp_path / "ft" / "grid" / name / "eval" / "metrics.json").is_file()
     model = tmp_path / "ft" / "grid" / grid["best"] / "model"
-    r = run("evaluate.py", f"model={model}", f"data_dir={tmp_path / 'pre' / 'data'}", "split=test",
+    r = run("evaluate.py", f"model_dir={model}", f"data_dir={tmp_path / 'pre' / 'data'}", "split=test",
             f"out={tmp_path / 'ev'}")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "exact_match" in r.stdout
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(metrics["splits"]) == ["test"]
-    r = run("probe.py", f"model={tmp_path / 'pre' / 'model'}", f"data_dir={tmp_path / 'pre' / 'data'}",
+    r = run("probe.py", f"model_dir={tmp_path / 'pre' / 'model'}", f"data_dir={tmp_path / 'pre' / 'data'}",
             "probe=q_fast", "probe.linear.epochs=2", f"out={tmp_path / 'q'}")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "q" / "probes.csv").is_file() and (tmp_path / "q" / "qprobe.png").is_file()

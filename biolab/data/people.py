@@ -12,6 +12,8 @@ from biolab.errors import ConfigError
 # The six attributes, in the paper's default sentence order.
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
 PRONOUNS = ("he", "she", "they")
+# P_train and P_test: every person is in one, exactly half in each; QA finetuning sees P_train only
+SPLITS = ("train", "test")
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
@@ -116,7 +118,7 @@ def sample_people(n: int, seed: int, pools: Pools, group: str = "main") -> list[
                 major=pools.major[major[i]],
                 company=pools.company[company[i]],
                 company_city=pools.company_city[company[i]],
-                split="train" if is_train[i] else "test",
+                split=SPLITS[0] if is_train[i] else SPLITS[1],
                 group=group,
             )
         )

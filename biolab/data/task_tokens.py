@@ -1,7 +1,7 @@
-"""A Part 3.2 task set's training items, tokenized for QA finetuning and mixed training.
+"""A manipulation task set's training items, tokenized for QA finetuning and mixed training.
 
 ``tokenize_task_set`` writes ``items.bin`` / ``items.npz`` / ``items.json`` into a task-set folder
-(``biolab.data.tasks32.write_task_set``), in the layout of the corpus's ``qa.bin`` / ``qa.npz``
+(``biolab.data.manipulation.write_task_set``), in the layout of the corpus's ``qa.bin`` / ``qa.npz``
 (``biolab.data.tokens.TextSet``), so ``QABatches`` and ``make_stream`` read them unchanged.
 
 Only P_train items are tokenized: a P_test item cannot reach a training batch by any code path,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from biolab.data.tasks32 import format_item, format_task_prompt, load_task_set
+from biolab.data.manipulation import format_item, format_task_prompt, load_task_set
 from biolab.data.tokens import TextSet, write_texts
 from biolab.errors import ConfigError
 

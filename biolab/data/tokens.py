@@ -31,6 +31,14 @@ from biolab.io import atomic_dir, write_json
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 BATCH = 8192
+MIN_VOCAB = 260  # 256 bytes + the specials
+
+
+def check_vocab_size(vocab_size) -> None:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB:
+        raise ConfigError(
+            f"tokenizer vocab_size must be >= {MIN_VOCAB} (256 bytes + specials), an int; got {vocab_size!r}"
+        )
 
 
 def train_tokenizer(texts, vocab_size: int):
@@ -38,8 +46,7 @@ def train_tokenizer(texts, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < 260:
-        raise ConfigError(f"tokenizer vocab_size must be >= 260 (256 bytes + specials), got {vocab_size}")
+    check_vocab_size(vocab_size)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

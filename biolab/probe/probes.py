@@ -27,6 +27,7 @@ from biolab.data.dataset import read_meta
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError
 from biolab.io import atomic_write_text, write_json
+from biolab.model import load_model
 from biolab.probe.linear import LinearProbeConfig, fit_linear_probes, majority_accuracy
 from biolab.probe.states import cached_states, collect_states, model_fingerprint, states_key
 from biolab.probe.tasks import (
@@ -37,7 +38,7 @@ from biolab.probe.tasks import (
     special_positions,
     token_positions,
 )
-from biolab.runinfo import read_status, write_status
+from biolab.status import read_status, write_status
 
 KINDS = ("p_fast", "p_paper", "q_fast", "q_paper")
 CONTROLS = ("shuffled", "random_init")
@@ -223,8 +224,6 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
 
     ``out/states/`` caches hidden states, so a rerun (or a killed run) does not recompute them; a
     finished ``out`` is only replaced with ``overwrite``."""
-    from biolab.evaluate import load_model
-
     cfg.validate()
     out = Path(out)
     status = read_status(out)

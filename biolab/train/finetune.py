@@ -19,6 +19,7 @@ import torch
 from biolab.config import from_dict
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import ConfigError
+from biolab.model import load_pretrained
 from biolab.train.pretrain import TrainConfig, train
 
 # arch -> (attention modules to adapt, word embedding module, fused qkv layout)
@@ -99,15 +100,6 @@ def apply_lora(model, cfg: FinetuneConfig):
                     weight[rows] = 0
                 weight.register_hook(lambda g, rows=rows: g.index_fill(0, rows.to(g.device), 0.0))
     return peft_model
-
-
-def load_pretrained(path: str | Path):
-    from transformers import AutoModelForCausalLM
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"pretrained={path} is not a model folder (no config.json)")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
 
 
 class QABatches:

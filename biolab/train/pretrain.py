@@ -28,7 +28,7 @@ from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import write_json
 from biolab.model import ModelConfig, build_model, count_parameters, flops_per_token
-from biolab.runinfo import read_status, write_status
+from biolab.status import read_status, write_status
 from biolab.train.metrics import bio_first_token_accuracy, eval_bios
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU

@@ -1,0 +1,1 @@
+"""Experiments as stage graphs: plan, cache, build, and the manifests the report reads."""

@@ -1,0 +1,199 @@
+"""The stage cache: content-addressed stage folders, built once, resumed or reused.
+
+Each stage lives in ``ROOT/<kind>/<key>/``, ``key`` a hash of its kind, its own config and its
+inputs' keys, with ``config.yaml``, ``status.json`` and its outputs. A stage whose status is done and
+whose outputs are all present is reused; an unfinished one runs again (a resumable kind picks up
+from its own checkpoints or caches). Outputs of the other kinds are built in a hidden temp folder
+and moved in before ``done`` is written, so a killed run never leaves a stage that looks complete. A
+per-stage ``flock`` keeps parallel sweep jobs from building the same stage twice: the second waits,
+then reuses. What a kind is (outputs, build, checks) is a ``Kind`` record; the kinds themselves are
+declared in biolab.pipeline.kinds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from biolab.errors import BiolabError, ConfigError
+from biolab.io import atomic_write_text
+from biolab.status import read_status, write_status
+
+# Keys that change logging or bookkeeping, never the artifact: left out of the hash so that e.g.
+# turning wandb on does not retrain a model.
+VOLATILE = {"wandb", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "progress"}
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def no_check(config: dict) -> None:
+    """The check of a kind whose config has nothing to go wrong before its build."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of stage: everything the cache and the planner need to know about it.
+
+    ``build(config, inputs, out, progress)`` makes the outputs in ``out`` from the input stages'
+    folders (``inputs``: name -> Path) and may return fields for status.json; ``check(config)``
+    raises ConfigError on a bad config before any work starts; a ``resumable`` kind builds in its
+    own folder and picks up where a killed build stopped."""
+
+    name: str
+    outputs: tuple[str, ...]
+    build: Callable[..., dict | None]
+    check: Callable[[dict], None] = no_check
+    resumable: bool = False
+
+
+class StageError(BiolabError):
+    """A stage failed or its folder is unusable."""
+
+
+def _stable(obj):
+    if isinstance(obj, dict):
+        return {k: _stable(v) for k, v in sorted(obj.items()) if k not in VOLATILE}
+    if isinstance(obj, list | tuple):
+        return [_stable(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    spec: Kind
+    config: dict
+    inputs: dict = field(default_factory=dict)  # name -> Stage
+
+    def __post_init__(self):
+        if not isinstance(self.spec, Kind):
+            raise ConfigError(f"a stage needs a Kind record, got {self.spec!r}")
+
+    @property
+    def kind(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def key(self) -> str:
+        blob = {
+            "kind": self.kind,
+            "config": _stable(self.config),
+            "inputs": {n: s.key for n, s in self.inputs.items()},
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def rel(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+    def path(self, root: str | Path) -> Path:
+        return Path(root) / self.kind / self.key
+
+
+def is_complete(stage: Stage, root: str | Path) -> bool:
+    path = stage.path(root)
+    status = read_status(path)
+    return bool(status and status.get("status") == "done") and all(
+        (path / o).exists() for o in stage.spec.outputs
+    )
+
+
+def check_root(root: str | Path) -> Path:
+    """A writable root with some free space, checked before any work starts."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"root={root} is not writable: {err.strerror or err}") from None
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"root={root} has only {free / 2**20:.0f} MiB free; need {MIN_FREE_BYTES // 2**20} MiB"
+        )
+    return root
+
+
+@contextmanager
+def stage_lock(stage: Stage, root: Path, log=print):
+    """Exclusive per-stage lock (released by the OS if the holder dies)."""
+    lock_dir = root / stage.kind
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f".{stage.key}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"[{stage.rel()}] another job is building this stage; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure(
+    stage: Stage, root: str | Path, log=print, progress: bool = True, seen: dict | None = None
+) -> Path:
+    """Build ``stage`` (and its inputs first) unless complete; return its folder. ``seen`` (key ->
+    folder) lets a caller check each shared stage once across several calls."""
+    root = Path(root)
+    seen = {} if seen is None else seen
+    if stage.key in seen:
+        return seen[stage.key]
+    inputs = {name: ensure(s, root, log, progress, seen) for name, s in stage.inputs.items()}
+    path = stage.path(root)
+    with stage_lock(stage, root, log):
+        if is_complete(stage, root):
+            log(f"[{stage.rel()}] {stage.kind}: reused")
+        else:
+            if read_status(path) and read_status(path).get("status") == "done":
+                log(f"[{stage.rel()}] {stage.kind}: outputs missing, rebuilding")
+            _build(stage, path, inputs, log, progress)
+    seen[stage.key] = path
+    return path
+
+
+def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool) -> None:
+    started = time.time()
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / "config.yaml", yaml.safe_dump(
+        {"kind": stage.kind, "config": stage.config, "inputs": {n: s.rel() for n, s in stage.inputs.items()}},
+        sort_keys=False,
+    ))  # fmt: skip
+    write_status(path, "running", started)
+    log(f"[{stage.rel()}] {stage.kind}: building")
+    try:
+        if stage.spec.resumable:
+            fields = stage.spec.build(stage.config, inputs, path, progress)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))
+            try:
+                fields = stage.spec.build(stage.config, inputs, tmp / "out", progress)
+                for item in (tmp / "out").iterdir():
+                    target = path / item.name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    os.replace(item, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        write_status(path, "failed", started, error=f"{type(err).__name__}: {err}")
+        if isinstance(err, OSError) and err.errno == 28:
+            raise StageError(f"[{stage.rel()}] no space left on device under {path}") from err
+        raise
+    missing = [o for o in stage.spec.outputs if not (path / o).exists()]
+    if missing:
+        write_status(path, "failed", started, error=f"missing outputs {missing}")
+        raise StageError(f"[{stage.rel()}] {stage.kind} finished without {missing}")
+    write_status(path, "done", started, **(fields or {}))
+    log(f"[{stage.rel()}] {stage.kind}: done in {time.time() - started:.0f} s")

@@ -1,0 +1,162 @@
+"""Every stage kind, declared once: its outputs, its build and its config check.
+
+generate (data) -> tokenize (corpus) -> pretrain (BIO, or mixed with ``train.qa_ratio``) ->
+finetune + evaluate, or evaluate alone (mixed training) -> probe; memorization of the pretrained
+model; a manipulation task set (tasks) -> task_finetune or task_mixed -> task_eval. Adding a kind
+is one ``Kind`` record here and its build function; biolab.pipeline.plan wires it into runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biolab.data.dataset import DataConfig, write_dataset
+from biolab.data.manipulation import validate_task, write_task_set
+from biolab.data.task_tokens import load_task_texts, tokenize_task_set
+from biolab.data.tokens import Corpus, check_vocab_size, load_tokenizer, tokenize_dataset
+from biolab.errors import ConfigError
+from biolab.eval.memorization import MemorizationConfig, bio_completion, verbatim
+from biolab.eval.qa import EvalConfig, evaluate_qa
+from biolab.eval.tasks import evaluate_task_set
+from biolab.io import write_json
+from biolab.model import ModelConfig, load_model
+from biolab.pipeline.cache import Kind
+from biolab.probe.probes import ProbeConfig, run_probe
+from biolab.train.finetune import finetune, finetune_configs
+from biolab.train.pretrain import TrainConfig, pretrain
+
+
+def build_data(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    write_dataset(DataConfig.from_dict(cfg), out, workers=1, progress=progress)
+
+
+def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    tok = cfg["tokenizer"]
+    tokenizer = load_tokenizer(tok["path"]) if tok.get("path") else None
+    tokenize_dataset(inputs["data"], out, tokenizer, tok["vocab_size"])
+
+
+def check_corpus(cfg: dict) -> None:
+    if not cfg["tokenizer"].get("path"):  # a given tokenizer brings its own vocabulary
+        check_vocab_size(cfg["tokenizer"].get("vocab_size"))
+
+
+def build_pretrain(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    pretrain(out, Corpus(inputs["corpus"]), ModelConfig.from_dict(cfg["model"]),
+             TrainConfig.from_dict(cfg["train"]), progress=progress)  # fmt: skip
+
+
+def check_training(cfg: dict) -> None:
+    ModelConfig.from_dict(cfg["model"])
+    TrainConfig.from_dict(cfg["train"]).validate()
+
+
+def evaluate_model(cfg: dict, data: Path, model_dir: Path, out: Path, progress: bool) -> None:
+    model, tokenizer = load_model(model_dir)
+    e = EvalConfig.from_dict(cfg["eval"])
+    evaluate_qa(model, tokenizer, data, Path(out) / "eval", max_people=e.max_people,
+                batch_size=e.batch_size, num_beams=e.num_beams, progress=progress)  # fmt: skip
+
+
+def build_evaluate(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    evaluate_model(cfg, inputs["data"], Path(inputs["pretrain"]) / "model", out, progress)
+
+
+def check_evaluate(cfg: dict) -> None:
+    EvalConfig.from_dict(cfg["eval"])
+
+
+def build_finetune(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    ft, tr = finetune_configs(cfg["finetune"])
+    finetune(out, Path(inputs["pretrain"]) / "model", Corpus(inputs["corpus"]), ft, tr, progress=progress)
+    evaluate_model(cfg, inputs["data"], Path(out) / "model", out, progress)
+
+
+def check_finetune(cfg: dict) -> None:
+    finetune_configs(cfg["finetune"])  # the finetune keys and its nested train
+    if "eval" in cfg:
+        EvalConfig.from_dict(cfg["eval"])
+
+
+def build_probe(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    model = Path(inputs["pretrain"]) / "model"
+    run_probe(model, inputs["data"], ProbeConfig.from_dict(cfg["probe"]), out, overwrite=True)
+
+
+def check_probe(cfg: dict) -> None:
+    ProbeConfig.from_dict(cfg["probe"])
+
+
+def build_memorization(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    model, tokenizer = load_model(Path(inputs["pretrain"]) / "model")
+    m = MemorizationConfig.from_dict(cfg["memorization"])
+    common = dict(max_people=m.max_people, entries=m.entries, batch_size=m.batch_size, progress=progress)
+    result = {
+        "config": cfg["memorization"],
+        "bio_completion": bio_completion(model, tokenizer, inputs["data"], **common),
+        "verbatim": verbatim(model, tokenizer, inputs["data"], k=m.k, length=m.length, **common),
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / "memorization.json", result)
+
+
+def check_memorization(cfg: dict) -> None:
+    MemorizationConfig.from_dict(cfg["memorization"])
+
+
+def build_tasks(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    t = cfg["task"]
+    write_task_set(inputs["data"], t["task"], out, n_train=t["n_train"], n_test=t["n_test"],
+                   seed=t["seed"], hint_prob=t["hint_prob"])  # fmt: skip
+    tokenize_task_set(out, Corpus(inputs["corpus"]).tokenizer())
+
+
+def check_tasks(cfg: dict) -> None:
+    t = cfg["task"]
+    validate_task(t["task"], t["n_train"], t["n_test"], t["hint_prob"])
+
+
+def build_task_finetune(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    ft, tr = finetune_configs(cfg["finetune"])
+    finetune(out, Path(inputs["pretrain"]) / "model", Corpus(inputs["corpus"]), ft, tr, progress=progress,
+             texts=load_task_texts(inputs["tasks"]))  # fmt: skip
+
+
+def build_task_mixed(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    pretrain(out, Corpus(inputs["corpus"]), ModelConfig.from_dict(cfg["model"]),
+             TrainConfig.from_dict(cfg["train"]), progress=progress,
+             qa_texts=load_task_texts(inputs["tasks"]))  # fmt: skip
+
+
+def build_task_eval(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+    model, tokenizer = load_model(Path(inputs["model"]) / "model")
+    e = cfg["eval"]
+    evaluate_task_set(
+        model, tokenizer, inputs["tasks"], Path(out) / "eval", max_items=e["max_items"],
+        batch_size=e["batch_size"], num_beams=e["num_beams"], progress=progress,
+    )  # fmt: skip
+
+
+def check_task_eval(cfg: dict) -> None:
+    e = cfg["eval"]
+    EvalConfig.from_dict({"batch_size": e["batch_size"], "num_beams": e["num_beams"]})
+    if e["max_items"] is not None and (not isinstance(e["max_items"], int) or e["max_items"] < 1):
+        raise ConfigError(f"max_items must be null or an int >= 1, got {e['max_items']!r}")
+
+
+DATA = Kind("data", ("meta.json", "people.jsonl", "bios.jsonl", "qa.jsonl"), build_data, DataConfig.from_dict)
+CORPUS = Kind("corpus", ("meta.json", "bios.bin", "bios.npz", "qa.bin", "qa.npz", "tokenizer"), build_corpus,
+              check_corpus)  # fmt: skip
+PRETRAIN = Kind("pretrain", ("model/config.json",), build_pretrain, check_training, resumable=True)
+FINETUNE = Kind("finetune", ("model", "eval/metrics.json"), build_finetune, check_finetune, resumable=True)
+EVALUATE = Kind("evaluate", ("eval/metrics.json",), build_evaluate, check_evaluate)
+PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True)
+MEMORIZATION = Kind("memorization", ("memorization.json",), build_memorization, check_memorization)
+TASKS = Kind("tasks", ("meta.json", "items.jsonl", "items.bin", "items.npz", "items.json"), build_tasks,
+             check_tasks)  # fmt: skip
+TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_finetune, resumable=True)
+TASK_MIXED = Kind("task_mixed", ("model/config.json",), build_task_mixed, check_training, resumable=True)
+TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval)
+
+KINDS = {k.name: k for k in (DATA, CORPUS, PRETRAIN, FINETUNE, EVALUATE, PROBE, MEMORIZATION, TASKS,
+                             TASK_FINETUNE, TASK_MIXED, TASK_EVAL)}  # fmt: skip

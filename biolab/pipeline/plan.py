@@ -1,0 +1,247 @@
+"""An experiment as runs of stages: from one composed per-dataset config, the stages of each
+(dataset, finetune) combination, its probes, its memorization and its manipulation tasks, each run
+as a manifest (biolab.pipeline.manifest) with the Stage objects to build under ``"stage_objs"``.
+
+Manipulation tasks (Part 3.2, paper section 6; ``manipulation`` in ``conf/run.yaml``):
+``manipulation.tasks`` lists task names (or ``{task: NAME, <key>: value}`` for one task's own
+n_train / n_test / hint_prob / seed / modes / qa_ratios), each trained in every mode:
+
+- ``finetune``: the run's BIO-pretrained model finetuned on the task's P_train items (the finetune
+  preset, with ``manipulation.finetune`` overrides); Part 3.2 Result 5 finds starting from the
+  QA-finetuned model makes a minimal difference, so we start from the BIO-pretrained one.
+- ``mixed``: a fresh model pretrained on BIO + the task's P_train items, one per ``qa_ratios``
+  value (the paper's QAr 0.5 / 0.8), with the run's model and train presets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import OmegaConf
+
+from biolab.config import from_dict
+from biolab.data.manipulation import HINT_TASKS, TASKS, validate_task
+from biolab.errors import ConfigError
+from biolab.eval.memorization import MemorizationConfig
+from biolab.eval.qa import EvalConfig
+from biolab.paper import check_sources, check_statements
+from biolab.pipeline.cache import Stage
+from biolab.pipeline.kinds import (
+    CORPUS,
+    DATA,
+    EVALUATE,
+    FINETUNE,
+    KINDS,
+    MEMORIZATION,
+    PRETRAIN,
+    PROBE,
+    TASK_EVAL,
+    TASK_FINETUNE,
+    TASK_MIXED,
+)
+from biolab.pipeline.kinds import (
+    TASKS as TASK_SET,
+)
+from biolab.train.finetune import expand_grid
+
+QA_EVAL = ("finetune", "direct", "none")
+MODES = ("finetune", "mixed")
+TASK_KEYS = ("n_train", "n_test", "hint_prob", "seed")  # what a task set is: part of its label
+TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: not in its label
+
+
+@dataclass(frozen=True)
+class ManipulationConfig:
+    """The ``manipulation`` section: which task sets each dataset gets and how they are trained."""
+
+    tasks: list = field(default_factory=list)  # names, or {task: NAME, <key>: value} for its own settings
+    n_train: int | None = None  # P_train items kept (people, pairs or queries; None: all)
+    n_test: int | None = None  # P_test items kept (None: all)
+    hint_prob: float = 0.5  # share of training items written with the CoT hint
+    seed: int = 0
+    modes: list = field(default_factory=lambda: ["finetune"])
+    qa_ratios: list = field(default_factory=lambda: [0.8])  # mixed: share of task windows
+    finetune: dict = field(default_factory=dict)  # overrides of the finetune preset
+    max_items: int | None = None  # items scored per split (None: all)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ManipulationConfig:
+        return from_dict(cls, d, "manipulation")
+
+    def validate(self) -> None:
+        if self.max_items is not None and self.max_items < 1:
+            raise ConfigError(f"manipulation.max_items must be null or an int >= 1, got {self.max_items!r}")
+        if not isinstance(self.tasks, list) or not isinstance(self.finetune, dict):
+            raise ConfigError("manipulation.tasks must be a list and manipulation.finetune a mapping")
+
+
+def task_specs(m: ManipulationConfig) -> list[dict]:
+    """One spec per listed task: ``{label, task, n_train, n_test, hint_prob, seed, modes}``; the label
+    is the task name plus the task keys the entry sets itself (``month_parity-hint_prob0.0``);
+    ``modes`` is a list of (mode, qa_ratio) from the entry's own or the shared ``modes``/``qa_ratios``."""
+    shared = {k: getattr(m, k) for k in (*TASK_KEYS, *TRAIN_KEYS)}
+    specs = []
+    for entry in m.tasks:
+        own = dict(entry) if isinstance(entry, dict) else {"task": entry}
+        unknown = sorted(set(own) - {"task", *TASK_KEYS, *TRAIN_KEYS})
+        if unknown or "task" not in own:
+            keys = ", ".join((*TASK_KEYS, *TRAIN_KEYS))
+            raise ConfigError(f"manipulation.tasks entry {entry!r}: keys are task and {keys}")
+        task = own.pop("task")
+        modes = _modes({k: own.pop(k, shared[k]) for k in TRAIN_KEYS})
+        if task not in TASKS:
+            raise ConfigError(f"unknown manipulation task {task!r}; choose from: {', '.join(TASKS)}")
+        spec = {"task": task, **{k: own.get(k, shared[k]) for k in TASK_KEYS}}
+        if spec["seed"] is None or spec["hint_prob"] is None:
+            raise ConfigError(f"manipulation {task}: seed and hint_prob must be set")
+        if task not in HINT_TASKS:
+            spec["hint_prob"] = 0.0  # no hint exists: the task set is the same whatever it says
+        validate_task(task, spec["n_train"], spec["n_test"], spec["hint_prob"])
+        spec["label"] = task + "".join(f"-{k}{own[k]}" for k in sorted(own))
+        spec["modes"] = modes
+        specs.append(spec)
+    return specs
+
+
+def _modes(m: dict) -> list[tuple[str, float | None]]:
+    modes = list(m.get("modes") or [])
+    bad = [x for x in modes if x not in MODES]
+    if bad or not modes:
+        raise ConfigError(f"manipulation.modes must be a non-empty list of {', '.join(MODES)}, got {modes}")
+    out: list[tuple[str, float | None]] = []
+    for mode in dict.fromkeys(modes):
+        if mode == "finetune":
+            out.append(("finetune", None))
+            continue
+        ratios = list(m.get("qa_ratios") or [])
+        if not ratios or any(not isinstance(r, int | float) or not 0 < r <= 1 for r in ratios):
+            raise ConfigError(
+                f"manipulation.qa_ratios must be a non-empty list of numbers in (0, 1]: {ratios}"
+            )
+        out += [("mixed", float(r)) for r in dict.fromkeys(ratios)]
+    return out
+
+
+def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple[dict, dict, list[Stage]]:
+    """(manifest ``stages`` entries, manifest fields, stages to build) of the memorization and the
+    manipulation tasks of one dataset; all empty when neither is asked for."""
+    stages: dict = {}
+    fields: dict = {}
+    build: list[Stage] = []
+    mem = MemorizationConfig.from_dict(cfg.get("memorization") or {})
+    if mem.enabled:
+        stage = Stage(MEMORIZATION, {"memorization": mem.measures()}, {"pretrain": pretrain, "data": data})
+        stages["memorization"] = stage.rel()
+        build.append(stage)
+    m = ManipulationConfig.from_dict(cfg.get("manipulation") or {})
+    specs = task_specs(m)
+    if not specs:
+        return stages, fields, build
+    ft = OmegaConf.to_container(OmegaConf.merge(cfg["finetune"], m.finetune), resolve=True)
+    ev = {"max_items": m.max_items, "batch_size": cfg["eval"]["batch_size"],
+          "num_beams": cfg["eval"]["num_beams"]}  # fmt: skip
+    stages["manipulation"], fields["manipulation"] = {}, {}
+    for spec in specs:
+        task_cfg = {k: spec[k] for k in ("task", *TASK_KEYS)}
+        tasks = Stage(TASK_SET, {"task": task_cfg}, {"data": data, "corpus": corpus})
+        for mode, ratio in spec["modes"]:
+            if mode == "finetune":
+                label = f"{spec['label']}__ft"
+                train = Stage(TASK_FINETUNE, {"finetune": ft},
+                              {"pretrain": pretrain, "tasks": tasks, "corpus": corpus})  # fmt: skip
+            else:
+                label = f"{spec['label']}__mix{ratio:g}"
+                tr = {**cfg["train"], "qa_ratio": ratio}
+                train = Stage(
+                    TASK_MIXED, {"model": cfg["model"], "train": tr}, {"corpus": corpus, "tasks": tasks}
+                )
+            if label in fields["manipulation"]:
+                raise ConfigError(f"manipulation lists {label} twice; give each entry its own settings")
+            evaluate = Stage(TASK_EVAL, {"eval": ev}, {"model": train, "tasks": tasks})
+            stages["manipulation"][label] = {
+                "tasks": tasks.rel(),
+                "train": train.rel(),
+                "eval": evaluate.rel(),
+            }
+            name = ft.get("name") if mode == "finetune" else None
+            fields["manipulation"][label] = {**task_cfg, "mode": mode, "qa_ratio": ratio, "finetune": name}
+            build.append(evaluate)
+    return stages, fields, build
+
+
+def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
+    """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
+
+    ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
+    paper, and optionally manipulation and memorization; ``probes`` maps a probe preset name to
+    its config."""
+    if cfg["qa_eval"] not in QA_EVAL:
+        raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
+    check_statements((cfg.get("paper") or {}).get("statements"))  # a typo fails before any work
+    check_sources(cfg.get("paper"))
+    EvalConfig.from_dict(cfg["eval"])
+    # max_values came after many roots were built: left out at its default, their data keys hold.
+    data = Stage(DATA, {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
+    corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})
+    pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
+    probe_stages = {
+        name: Stage(PROBE, {"probe": p}, {"pretrain": pretrain, "data": data})
+        for name, p in (probes or {}).items()
+    }
+    evals: list[tuple[str, Stage | None, dict | None]] = []
+    if cfg["qa_eval"] == "finetune":
+        for name, overrides in expand_grid(cfg.get("grid") or {}):
+            if any(not o.startswith("finetune.") for o in overrides):
+                raise ConfigError(f"grid keys must be finetune.*, got {overrides}")
+            merged = OmegaConf.merge({"finetune": cfg["finetune"]}, OmegaConf.from_dotlist(overrides))
+            ft = OmegaConf.to_container(merged, resolve=True)["finetune"]
+            inputs = {"pretrain": pretrain, "data": data, "corpus": corpus}
+            evals.append((name, Stage(FINETUNE, {"finetune": ft, "eval": cfg["eval"]}, inputs), ft))
+    elif cfg["qa_eval"] == "direct":
+        evals.append(
+            ("run", Stage(EVALUATE, {"eval": cfg["eval"]}, {"pretrain": pretrain, "data": data}), None)
+        )
+    else:
+        evals.append(("run", None, None))
+    extra_stages, extra_fields, extra_objs = plan_extras(cfg, data, corpus, pretrain)
+    runs = []
+    for grid_name, ev, ft in evals:
+        run = cfg["data"]["name"] if grid_name == "run" else f"{cfg['data']['name']}__{grid_name}"
+        stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
+                  "probe": {n: s.rel() for n, s in probe_stages.items()}}  # fmt: skip
+        if ev is not None:
+            stages["eval"] = ev.rel()
+        stages.update(extra_stages)
+        runs.append({
+            "experiment": cfg["experiment"], "scale": cfg["scale"], "run": run, "data": cfg["data"]["name"],
+            "model": cfg["model"]["name"], "train": cfg["train"]["name"],
+            "finetune": None if ft is None else ft.get("name", ft.get("method")),
+            "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
+            "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "stages": stages, "paper": cfg.get("paper") or {},
+            **extra_fields,
+            "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
+        })  # fmt: skip
+    return runs
+
+
+def with_inputs(stages: list[Stage]) -> list[Stage]:
+    """``stages`` and every stage they are built from, each once (a task_eval's training stage)."""
+    out: dict[str, Stage] = {}
+    todo = list(stages)
+    while todo:
+        stage = todo.pop(0)
+        if stage.key not in out:
+            out[stage.key] = stage
+            todo += list(stage.inputs.values())
+    return list(out.values())
+
+
+def validate_plan(runs: list[dict]) -> None:
+    """Each stage's own typed check, before any work starts."""
+    for run in runs:
+        for stage in with_inputs(run["stage_objs"]):
+            if KINDS.get(stage.kind) is not stage.spec:
+                raise ConfigError(
+                    f"stage {stage.rel()}: kind {stage.kind!r} is not one of {', '.join(KINDS)}"
+                )
+            stage.spec.check(stage.config)

@@ -1,0 +1,1 @@
+"""The report: finished numbers beside the paper's, read from stage folders, never recomputed."""

@@ -1,0 +1,259 @@
+"""Collect a root's finished numbers as report rows, from the stage folders only.
+
+``collect`` turns the manifests under ``ROOT/runs/`` into long rows: QA exact match, probe accuracies
+with their controls, memorization, manipulation tasks and the paper's statements. A number whose
+stage is absent, unfinished or lost its files is kept as a row with an empty value and a note (or,
+with ``strict``, stops the report): never a number from the wrong place.
+
+Counts are the metrics named ``*_tokens`` / ``*_items``; everything else is a percent. A task row's
+``attribute`` is the task (``month_parity``), its ``task`` the run label
+(``month_parity-hint_prob0.5__ft``), its ``finetune`` how it was trained (the finetune preset, or
+``mixed QAr=0.8``). The paper's statements (``biolab/data/paper_statements.tsv``) listed in a
+manifest's ``paper.statements`` become one ``paper_statement`` row each per experiment, and a
+statement with a number fills ``paper_value`` of the P_test row it names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biolab.data.people import ATTRIBUTES
+from biolab.errors import ConfigError, ReportError
+from biolab.paper import check_statements, paper_statements, paper_value
+from biolab.pipeline.manifest import (
+    Run,
+    StageMissing,
+    eval_metrics,
+    load_runs,
+    memorization_metrics,
+    probe_rows,
+    task_metrics,
+)
+from biolab.report.rows import QA_ATTRIBUTES, Report, flag, pct, row
+
+QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
+# our exact match / majority on P_test is the paper's qa_test_acc (its baseline row for the majority)
+QA_PAPER = {"qa_exact_match": "qa_test_acc", "qa_majority": "qa_test_acc"}
+# (position kind, task) -> metric (ours and the paper's) and the manifest's "paper" key naming the figure
+PROBE_METRICS = {
+    ("special", "first"): ("pprobe_first_token_acc", "pprobe_first"),
+    ("special", "whole"): ("pprobe_whole_attribute_acc", "pprobe_whole"),
+    ("query", "first"): ("qprobe_first_token_acc", "qprobe"),
+    ("query", "whole"): ("qprobe_whole_attribute_acc", "qprobe"),
+}
+TASK_METRICS = {"answer": "task_answer", "answer_with_hint": "task_answer_with_hint", "hint": "task_hint",
+                "majority": "task_majority"}  # fmt: skip
+VERBATIM_METRICS = {"exact": "verbatim_exact", "prefix_frac": "verbatim_prefix_frac"}
+
+
+def _lookup(run: Run, source: str | None, data: str, metric: str, attribute: str, position=None,
+            method: str | None = None) -> float | None:  # fmt: skip
+    if not source:
+        return None
+    try:
+        return paper_value(source, data, metric, attribute, position, method)
+    except ConfigError as err:  # a mis-wired manifest is an error, not "the paper has no number"
+        raise ReportError(f"{run.path}: {err}") from None
+
+
+def qa_rows(run: Run, strict: bool = False, notes: list | None = None) -> list[dict]:
+    """QA exact match, first-token accuracy and majority per split and attribute (percent).
+
+    P_test exact match is what the paper reports; when it cannot be read its rows stay, flagged."""
+    source, method = run.paper.get("qa"), run.paper.get("qa_method")
+
+    def qa_row(split, metric, attribute, value=None, note=""):
+        pv = None
+        if split == "test" and metric in QA_PAPER:
+            data = "majority_baseline" if metric == "qa_majority" else run.data
+            pv = _lookup(
+                run, source, data, QA_PAPER[metric], attribute, None, method if data == run.data else None
+            )
+        return row(run, split=split, attribute=attribute, metric=metric, value=value, paper_value=pv,
+                    paper_source=source if pv is not None else "", note=note)  # fmt: skip
+
+    def missing(note):
+        flag(note, strict, notes)
+        return [qa_row("test", "qa_exact_match", a, note=note) for a in QA_ATTRIBUTES]
+
+    try:
+        splits = eval_metrics(run)["splits"]
+    except StageMissing as err:
+        return missing(str(err))
+    if not isinstance(splits.get("test"), dict):
+        return missing(f"{run.name}: the eval's metrics.json has no test split")
+    rows = []
+    for split in ("train", "test"):  # P_train is optional (an eval of P_test only)
+        for key, metric in QA_KEYS.items():
+            block = (splits.get(split) or {}).get(key)
+            if split != "test" and not isinstance(block, dict):
+                continue
+            for a in QA_ATTRIBUTES:
+                value = pct(block.get(a)) if isinstance(block, dict) else None
+                note = (
+                    ""
+                    if value is not None
+                    else f"{run.name}: the eval's metrics.json has no {split} {key} {a}"
+                )
+                if note:
+                    flag(note, strict, notes)
+                rows.append(qa_row(split, metric, a, value, note))
+    return rows
+
+
+def _last_layer(rows: list[dict]) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for r in rows:
+        if r["control"] == "none":
+            last[r["position_kind"]] = max(last.get(r["position_kind"], -1), int(r["layer"]))
+    return last
+
+
+def probe_result_rows(run: Run, probe: str, rows: list[dict]) -> list[dict]:
+    """Last-layer test accuracy at the six special positions (P) or the query's end token (Q), with
+    the controls and the majority class; token positions stay in the heatmaps."""
+    last = _last_layer(rows)
+    query_pos = "end" if any(r["position"] == "end" for r in rows) else "name_last"
+    out = []
+    for r in rows:
+        kind = r["position_kind"]
+        if kind not in ("special", "query") or int(r["layer"]) != last.get(kind):
+            continue
+        if kind == "query" and r["position"] != query_pos:
+            continue
+        metric, paper_key = PROBE_METRICS[(kind, r["task"])]
+        # the paper reads its Q-probe at the end token only; a name_last state is not its number
+        source = run.paper.get(paper_key) if (kind == "special" or query_pos == "end") else None
+        position = int(r["position"][1:]) if kind == "special" else None
+        common = dict(split="test", probe=probe, attribute=r["attribute"], position=r["position"])
+        if r["control"] == "none":
+            pv = _lookup(run, source, run.data, metric, r["attribute"], position)
+            out.append(row(run, **common, metric=metric, value=pct(r["test_acc"]), paper_value=pv,
+                            paper_source=source if pv is not None else ""))  # fmt: skip
+            majority = metric.replace("_acc", "_majority")
+            pv = _lookup(run, source, "majority_baseline", metric, r["attribute"], position)
+            out.append(row(run, **common, metric=majority, value=pct(r["majority"]), paper_value=pv,
+                            paper_source=source if pv is not None else ""))  # fmt: skip
+        else:
+            out.append(row(run, **common, metric=f"{metric}_{r['control']}", value=pct(r["test_acc"])))
+    return out
+
+
+def collect(root: str | Path, experiments: str | list[str] | None = None, strict: bool = False) -> Report:
+    """Every run's rows; StageMissing only escapes with ``strict``."""
+    runs = load_runs(root, experiments)
+    report = Report(Path(root), runs, [])
+    for run in runs:
+        if run.has_qa:
+            report.rows += qa_rows(run, strict, report.notes)
+        for probe in run.probes():
+            try:
+                rows = probe_rows(run, probe)
+            except StageMissing as err:
+                flag(str(err), strict, report.notes)
+                report.rows.append(row(run, split="test", probe=probe, metric="probe", note=str(err)))
+                continue
+            report.probe_data[(run.path, probe)] = rows
+            report.rows += probe_result_rows(run, probe, rows)
+    report.rows += knowledge_rows(runs, strict, report.notes)  # memorization, tasks, the paper's statements
+    return report
+
+
+def _statements(run: Run) -> list[str]:
+    try:
+        return check_statements(run.paper.get("statements"))
+    except ConfigError as err:  # a typo in a manifest is an error, not "the paper says nothing"
+        raise ReportError(f"{run.path}: {err}") from None
+
+
+def memorization_rows(run: Run, strict: bool, notes: list) -> list[dict]:
+    """BIO completion per attribute and split, verbatim exact / prefix per split."""
+    try:
+        data = memorization_metrics(run)
+    except StageMissing as err:
+        flag(str(err), strict, notes)
+        return [row(run, split="test", metric="bio_completion", attribute="mean", note=str(err))]
+    rows = []
+    for split, block in data["bio_completion"]["splits"].items():
+        for a in (*ATTRIBUTES, "name", "mean"):
+            if a in block:
+                value = pct(block[a])
+                rows.append(row(run, split=split, metric="bio_completion", attribute=a, value=value))
+    for split, block in data["verbatim"]["splits"].items():
+        for key, metric in VERBATIM_METRICS.items():
+            rows.append(row(run, split=split, metric=metric, value=pct(block.get(key))))
+        rows.append(row(run, split=split, metric="verbatim_prefix_tokens", value=block.get("prefix_mean")))
+    return rows
+
+
+def _paper_for(run: Run, task: str, metric: str) -> tuple[float | None, str]:
+    known = paper_statements()
+    hits = [known[k] for k in _statements(run) if known[k]["task"] == task and known[k]["metric"] == metric]
+    hits = [h for h in hits if h["value"] is not None]
+    if len(hits) > 1:
+        keys = ", ".join(h["key"] for h in hits)
+        raise ReportError(f"{run.path}: paper.statements gives several numbers for {task} {metric}: {keys}")
+    return (hits[0]["value"], hits[0]["source"]) if hits else (None, "")
+
+
+def task_rows(run: Run, label: str, info: dict, strict: bool, notes: list) -> list[dict]:
+    """Exact match per split without and with the hint at test time, the hint itself, the majority
+    answer, the share of inverse queries matching several people, and the item counts."""
+    task = info.get("task", label.split("__")[0])
+    how = info.get("finetune") if info.get("mode") != "mixed" else f"mixed QAr={info.get('qa_ratio'):g}"
+
+    def task_row(split, metric, value=None, note="", raw=False):
+        pv, source = _paper_for(run, task, metric) if split == "test" else (None, "")
+        value = value if raw else pct(value)
+        return row(run, finetune=how, split=split, attribute=task, task=label, metric=metric, value=value,
+                    paper_value=pv, paper_source=source, note=note)  # fmt: skip
+
+    try:
+        metrics = task_metrics(run, label)
+    except StageMissing as err:
+        flag(str(err), strict, notes)
+        return [task_row("test", "task_answer", note=str(err))]
+    rows = []
+    for split, block in metrics["splits"].items():
+        for key, metric in TASK_METRICS.items():
+            if key in block:
+                rows.append(task_row(split, metric, block[key]))
+        if split in (metrics.get("ambiguity") or {}):
+            rows.append(task_row(split, "task_shared_queries", metrics["ambiguity"][split]["shared_frac"]))
+    for split, n in (metrics.get("counts") or {}).items():
+        if split in ("train", "test"):
+            rows.append(task_row(split, "task_items", n, raw=True))
+    return rows
+
+
+def statement_rows(runs: list[Run]) -> list[dict]:
+    """One ``paper_statement`` row per statement an experiment's manifests list, in their order."""
+    known = paper_statements()
+    keys: dict[str, dict[str, None]] = {}
+    scales: dict[str, set] = {}
+    for run in runs:
+        keys.setdefault(run.experiment, {}).update(dict.fromkeys(_statements(run)))
+        scales.setdefault(run.experiment, set()).add(str(run.get("scale")))
+    rows = []
+    for exp, listed in keys.items():
+        for key in listed:
+            s = known[key]
+            rows.append({
+                "experiment": exp, "scale": ",".join(sorted(scales[exp])), "run": "", "data": "", "model": "",
+                "finetune": "", "split": "test" if s["value"] is not None else "", "probe": "",
+                "attribute": key,
+                "task": s["task"], "metric": "paper_statement", "position": "", "value": None,
+                "paper_value": s["value"], "paper_source": s["source"], "note": s["statement"],
+            })  # fmt: skip
+    return rows
+
+
+def knowledge_rows(runs: list[Run], strict: bool, notes: list) -> list[dict]:
+    """Every memorization, task and statement row of ``runs`` (none for a run without such stages)."""
+    rows = []
+    for run in runs:
+        if run.manifest["stages"].get("memorization"):
+            rows += memorization_rows(run, strict, notes)
+        for label, info in run.task_runs().items():
+            rows += task_rows(run, label, info, strict, notes)
+    return rows + statement_rows(runs)

@@ -1,0 +1,78 @@
+"""``ROOT/report``: report.md, results.csv and figures, written in one atomic swap."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+from biolab.errors import ConfigError
+from biolab.io import atomic_dir, atomic_write_text
+from biolab.pipeline.manifest import probe_images
+from biolab.probe.plots import plot_probe_run
+from biolab.report.collect import collect
+from biolab.report.markdown import render_markdown
+from biolab.report.plots import plot_qa_vs_paper
+from biolab.report.rows import COLUMNS, Report
+
+
+def results_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _out_dir(root: Path, out: str | Path | None) -> Path:
+    out = Path(out) if out else root / "report"
+    # the whole folder is swapped in: refuse to replace anything that is not an earlier report
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
+        raise ConfigError(f"out={out} exists and is not an earlier report (no report.md); choose another out")
+    return out
+
+
+def write_report(root: str | Path, experiments: str | list[str] | None = None, out: str | Path | None = None,
+                 strict: bool = False) -> Path:  # fmt: skip
+    """``report.md``, ``results.csv`` and ``figures/`` into ``out`` (default ROOT/report); returns
+    the path of report.md."""
+    return build_report(root, experiments, out, strict)[0]
+
+
+def build_report(root: str | Path, experiments: str | list[str] | None = None, out: str | Path | None = None,
+                 strict: bool = False) -> tuple[Path, Report]:  # fmt: skip
+    """``write_report``, also returning what was collected (its notes say what is missing)."""
+    root = Path(root)
+    out = _out_dir(root, out)
+    report = collect(root, experiments, strict)
+    with atomic_dir(out, overwrite=True) as tmp:
+        figures: dict = {}
+        for exp in sorted({r.experiment for r in report.runs}):
+            path = plot_qa_vs_paper(report, exp, tmp / "figures" / exp / "qa_vs_paper.png")
+            figures[exp] = path.relative_to(tmp).as_posix() if path else None
+        heatmaps = _heatmaps(report, tmp)
+        atomic_write_text(tmp / "results.csv", results_csv(report.rows))
+        atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps))
+    return out / "report.md", report
+
+
+def _heatmaps(report: Report, tmp: Path) -> dict:
+    """(run path, probe) -> heatmap paths relative to the report: the probe stage's own files, or
+    drawn here from its probes.csv when it kept none."""
+    made = {}
+    for run in report.runs:
+        for probe in run.probes():
+            rows = report.probe_data.get((run.path, probe))
+            if rows is None:
+                continue
+            dest = tmp / "figures" / run.experiment / run.name / probe
+            images = probe_images(run, probe)
+            if images:
+                dest.mkdir(parents=True, exist_ok=True)
+                paths = [Path(shutil.copyfile(p, dest / p.name)) for p in images]
+            else:
+                paths = plot_probe_run(rows, dest)
+            made[(run.path, probe)] = [p.relative_to(tmp).as_posix() for p in paths]
+    return made
