@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from biolab.config import from_dict
 from biolab.errors import ConfigError, DataFileError
 
 PAPER_CSV = Path(__file__).resolve().parent / "data" / "paper_numbers.csv"
@@ -142,3 +144,24 @@ def check_statements(keys, path: str | Path = STATEMENTS_TSV) -> list[str]:
     if bad:
         raise ConfigError(f"unknown paper statement(s) {bad}; known: {', '.join(known)}")
     return keys
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """The ``paper`` section of a run: where the report finds the paper's numbers for it. Each
+    source names a figure of ``paper_numbers.csv``; ``statements`` keys of ``paper_statements.tsv``."""
+
+    qa: str | None = None
+    qa_method: str | None = None
+    pprobe_first: str | None = None
+    pprobe_whole: str | None = None
+    qprobe: str | None = None
+    statements: list = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PaperConfig:
+        return from_dict(cls, d, "paper")
+
+    def validate(self) -> None:
+        check_sources({k: getattr(self, k) for k in SOURCE_KEYS})  # a typo fails before any work
+        check_statements(self.statements)

@@ -80,6 +80,14 @@ def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
         assert json.loads((tmp_path / rel / "status.json").read_text())["status"] == "done"
     assert (tmp_path / m["stages"]["eval"] / "eval" / "metrics.json").is_file()
     assert (tmp_path / m["stages"]["probe"]["p_fast"] / "probes.csv").is_file()
+    # what the stages record themselves survives the runner's own "done" (one merging writer)
+    pre = json.loads((tmp_path / m["stages"]["pretrain"] / "status.json").read_text())
+    assert pre["status"] == "done" and pre["final"]["step"] == 4 and pre["params_no_embeddings"] > 0
+    probe = json.loads((tmp_path / m["stages"]["probe"]["p_fast"] / "status.json").read_text())
+    assert (
+        probe["rows"]
+        == len((tmp_path / m["stages"]["probe"]["p_fast"] / "probes.csv").read_text().splitlines()) - 1
+    )
     logs.clear()
     run_experiment(plan(["experiment=demo", *TINY]), tmp_path, progress=False, log=logs.append)
     assert not any(line.endswith("building") for line in logs) and any("reused" in line for line in logs)

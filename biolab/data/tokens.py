@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import regex
 from tqdm.auto import tqdm
 
+from biolab.config import from_dict
 from biolab.data.dataset import iter_jsonl, read_meta, write_dataset
 from biolab.data.people import ATTRIBUTES
 from biolab.data.qa import format_prompt, format_qa
@@ -32,6 +34,22 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 BATCH = 8192
 MIN_VOCAB = 260  # 256 bytes + the specials
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The ``tokenizer`` section: a local tokenizer, or the size of the BPE trained on the data."""
+
+    path: str | None = None  # a tokenizer folder or tokenizer.json (None: train a BPE)
+    vocab_size: int = 2048
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TokenizerConfig:
+        return from_dict(cls, d, "tokenizer")
+
+    def validate(self) -> None:
+        if self.path is None:  # a given tokenizer brings its own vocabulary
+            check_vocab_size(self.vocab_size)
 
 
 def check_vocab_size(vocab_size) -> None:

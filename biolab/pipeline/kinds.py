@@ -13,7 +13,7 @@ from pathlib import Path
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.data.manipulation import validate_task, write_task_set
 from biolab.data.task_tokens import load_task_texts, tokenize_task_set
-from biolab.data.tokens import Corpus, check_vocab_size, load_tokenizer, tokenize_dataset
+from biolab.data.tokens import Corpus, TokenizerConfig, load_tokenizer, tokenize_dataset
 from biolab.errors import ConfigError
 from biolab.eval.memorization import MemorizationConfig, bio_completion, verbatim
 from biolab.eval.qa import EvalConfig, evaluate_qa
@@ -31,14 +31,13 @@ def build_data(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
 
 
 def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
-    tok = cfg["tokenizer"]
-    tokenizer = load_tokenizer(tok["path"]) if tok.get("path") else None
-    tokenize_dataset(inputs["data"], out, tokenizer, tok["vocab_size"])
+    tok = TokenizerConfig.from_dict(cfg["tokenizer"])
+    tokenizer = load_tokenizer(tok.path) if tok.path else None
+    tokenize_dataset(inputs["data"], out, tokenizer, tok.vocab_size)
 
 
 def check_corpus(cfg: dict) -> None:
-    if not cfg["tokenizer"].get("path"):  # a given tokenizer brings its own vocabulary
-        check_vocab_size(cfg["tokenizer"].get("vocab_size"))
+    TokenizerConfig.from_dict(cfg["tokenizer"])
 
 
 def build_pretrain(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:

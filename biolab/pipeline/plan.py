@@ -24,7 +24,7 @@ from biolab.data.manipulation import HINT_TASKS, TASKS, validate_task
 from biolab.errors import ConfigError
 from biolab.eval.memorization import MemorizationConfig
 from biolab.eval.qa import EvalConfig
-from biolab.paper import check_sources, check_statements
+from biolab.paper import PaperConfig
 from biolab.pipeline.cache import Stage
 from biolab.pipeline.kinds import (
     CORPUS,
@@ -177,8 +177,7 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
     its config."""
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
-    check_statements((cfg.get("paper") or {}).get("statements"))  # a typo fails before any work
-    check_sources(cfg.get("paper"))
+    PaperConfig.from_dict(cfg.get("paper") or {})
     EvalConfig.from_dict(cfg["eval"])
     # max_values came after many roots were built: left out at its default, their data keys hold.
     data = Stage(DATA, {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
