@@ -42,6 +42,7 @@ def planned_stages(base: list[str]) -> dict[str, dict]:
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_shipped_experiment_plans_the_stage_keys_of_before(experiment):
     golden = json.loads((GOLDEN / "stage_keys.json").read_text())

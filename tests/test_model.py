@@ -43,6 +43,7 @@ def test_presets_load_and_are_named_after_their_file():
         assert cfg.max_positions == 512
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_builds_and_trains_one_step(name):
     torch.manual_seed(0)

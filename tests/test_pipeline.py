@@ -70,6 +70,7 @@ def test_bad_qa_eval_and_grid_keys():
         plan_runs(cfg)
 
 
+@pytest.mark.slow
 def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
     runs = plan(["experiment=demo", *TINY])
     logs = []
@@ -93,6 +94,7 @@ def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
     assert not any(line.endswith("building") for line in logs) and any("reused" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_build_the_same_stages(tmp_path):
     runs = plan(["experiment=demo", *TINY, "probes=[]"])
     manifests = run_experiment(runs, tmp_path / "a", progress=False, jobs=2)

@@ -116,6 +116,7 @@ def cli(run, extra=(), launcher=()):
                           text=True, timeout=600, env=env)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_and_two_process_accelerate_match_one_process(tmp_path):
     one = cli(tmp_path / "one", launcher=[sys.executable])
     assert one.returncode == 0, one.stderr

@@ -11,6 +11,8 @@ from biolab.data.check import check_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # subprocesses: each starts Python, torch and Hydra
+
 
 def run(*args, cwd=None):
     return subprocess.run(

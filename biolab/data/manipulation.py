@@ -42,7 +42,7 @@ import numpy as np
 
 from biolab.data.dataset import iter_jsonl, read_meta
 from biolab.data.people import ATTRIBUTES, MONTHS, SPLITS
-from biolab.data.qa import ANSWER_MARK
+from biolab.data.qa import ANSWER_MARK, question_lines
 from biolab.errors import ConfigError, DataFileError
 from biolab.io import atomic_dir, check_output_dir, write_json
 
@@ -75,12 +75,9 @@ def _slots(task: str) -> set[str]:
 @lru_cache(maxsize=1)
 def task_questions() -> dict[str, str]:
     """task -> question template, read from package data (``manipulation.tsv``)."""
-    path = resources.files("biolab.data") / "manipulation.tsv"
     out = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line or line.startswith("#"):
-            continue
-        task, sep, template = line.partition("\t")
+    path = resources.files("biolab.data") / "manipulation.tsv"
+    for path, i, task, sep, template in question_lines("manipulation.tsv"):
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         if not sep or task not in TASKS:
             raise DataFileError(f"{path}:{i}: expected 'task<TAB>question' with a task of {', '.join(TASKS)}")

@@ -13,15 +13,21 @@ from biolab.errors import DataFileError
 ANSWER_MARK = "Answer:"
 
 
+def question_lines(name: str):
+    """(path, line number, key, tab, template) of each line of a question file of the package data
+    (``key<TAB>template``), blanks and ``#`` comments skipped; ``tab`` is "" on a line without one."""
+    path = resources.files("biolab.data") / name
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line and not line.startswith("#"):
+            yield (path, i, *line.partition("\t"))
+
+
 @lru_cache(maxsize=1)
 def questions() -> dict[str, str]:
     """attribute -> question template with ``{name}``, read from package data."""
-    path = resources.files("biolab.data") / "questions.tsv"
     out = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line or line.startswith("#"):
-            continue
-        attribute, sep, template = line.partition("\t")
+    path = resources.files("biolab.data") / "questions.tsv"
+    for path, i, attribute, sep, template in question_lines("questions.tsv"):
         if not sep or attribute not in ATTRIBUTES or template.count("{name}") != 1:
             raise DataFileError(f"{path}:{i}: expected 'attribute<TAB>question with {{name}}'")
         out[attribute] = template

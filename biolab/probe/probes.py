@@ -40,7 +40,7 @@ from biolab.probe.tasks import (
 )
 from biolab.status import read_status, write_status
 
-KINDS = ("p_fast", "p_paper", "q_fast", "q_paper")
+PROBE_KINDS = ("p_fast", "p_paper", "q_fast", "q_paper")
 CONTROLS = ("shuffled", "random_init")
 COLUMNS = (
     "model", "data", "probe", "control", "layer", "position", "position_kind", "attribute", "task",
@@ -72,8 +72,8 @@ class ProbeConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"probe.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind not in PROBE_KINDS:
+            raise ConfigError(f"probe.kind must be one of {', '.join(PROBE_KINDS)}, got {self.kind!r}")
         if self.split not in ("person", "entry"):
             raise ConfigError(f"probe.split must be person or entry, got {self.split!r}")
         if self.end_token not in ("eos", "none"):
