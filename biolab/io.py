@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,6 +33,24 @@ def write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+def check_writable(path: str | Path, what: str = "out") -> Path:
+    """Raise a one-line ConfigError unless a folder at ``path`` can be made or written into; creates
+    nothing. It writes a temp file in the nearest folder that exists, since permission bits say
+    nothing to root and a parent that is a regular file or a read-only mount only shows on a write."""
+    path = Path(path)
+    near = path
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    try:
+        if not near.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(near))
+        with tempfile.NamedTemporaryFile(dir=near, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{what}={path} is not writable: {err.strerror or err}") from None
+    return path
+
+
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     """Refuse a non-empty ``out`` unless ``overwrite``; call before any work starts."""
     out = Path(out)
@@ -50,6 +69,7 @@ def atomic_dir(out: str | Path, overwrite: bool = False):
     mistaken for ``out``; the old ``out`` is only removed once the new one is in place.
     """
     out = check_output_dir(out, overwrite)
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

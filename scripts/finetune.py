@@ -13,6 +13,9 @@ from biolab.eval.qa import evaluate_qa
 from biolab.io import write_json
 from biolab.model import load_model, load_pretrained
 from biolab.train.finetune import expand_grid, finetune, finetune_configs
+from biolab.train.pretrain import check_run_dir
+
+GRID_ENTRIES = ("corpus", "grid", "grid.json")  # what a grid's out holds besides its runs
 
 
 @hydra_main("finetune")
@@ -29,16 +32,17 @@ def main(cfg) -> None:
     for key in ("pretrained", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key}=... is required")
-    pretrained = Path(cfg.pretrained)
-    load_pretrained(pretrained)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
-    read_meta(data_dir)
     out = Path(cfg.out)
     runs = []  # every combination is checked before any training starts
     for name, overrides in expand_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid else {}):
         c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         ft, tr = finetune_configs(OmegaConf.to_container(c.finetune, resolve=True))
         runs.append((name, overrides, ft, tr))
+    check_out(out, [name for name, *_ in runs], cfg.overwrite)
+    pretrained = Path(cfg.pretrained)
+    load_pretrained(pretrained)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
+    read_meta(data_dir)
     run_corpus = pretrained.parent / "corpus"
     same_data = (run_corpus / "meta.json").is_file() and (
         Path(Corpus(run_corpus).meta["data_dir"]) == data_dir.resolve()
@@ -64,6 +68,16 @@ def main(cfg) -> None:
             out / "grid.json", {"best": best, "selected_on": "P_test mean exact match", "runs": results}
         )
         print(json.dumps({"best": best, **results[best]}))
+
+
+def check_out(out: Path, names: list[str], overwrite: bool) -> None:
+    """Before any work: ``out`` is writable and is this script's (one run, or a grid of runs)."""
+    if len(names) == 1:
+        check_run_dir(out, overwrite)
+        return
+    check_run_dir(out, overwrite, prepared=GRID_ENTRIES)
+    for name in names:
+        check_run_dir(out / "grid" / name, overwrite)
 
 
 if __name__ == "__main__":

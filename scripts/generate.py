@@ -8,6 +8,7 @@ from biolab.cli import hydra_main
 from biolab.data.dataset import DataConfig, write_dataset
 from biolab.data.summary import summarize
 from biolab.errors import ConfigError
+from biolab.io import check_writable
 
 
 @hydra_main("generate")
@@ -19,6 +20,7 @@ def main(cfg) -> None:
     """
     if OmegaConf.is_missing(cfg, "out"):
         raise ConfigError("out=DIR is required (the dataset folder to write)")
+    check_writable(cfg.out)
     data = DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
     start = time.perf_counter()
     meta = write_dataset(data, cfg.out, cfg.overwrite, cfg.workers, cfg.progress)

@@ -4,6 +4,15 @@ from biolab.data.pools import load_pools
 from biolab.data.templates import load_templates
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_wandb():
+    """No test ever logs to wandb, even one that forgets train.wandb=disabled: biolab's training treats
+    WANDB_MODE=disabled as overriding its config, and CLI tests' subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        yield
+
+
 @pytest.fixture(scope="session")
 def pools():
     return load_pools()

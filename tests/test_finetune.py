@@ -1,9 +1,15 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from biolab.data.dataset import DataConfig, iter_jsonl
 from biolab.data.tokens import Corpus, prepare_corpus
@@ -13,6 +19,7 @@ from biolab.status import read_status
 from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, expand_grid, finetune, key_rows
 from biolab.train.pretrain import TrainConfig, pretrain
 
+ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(n_layer=2, n_head=2, d_model=32, max_positions=64)
 
 
@@ -154,3 +161,96 @@ def test_expand_grid():
         "lora_r-8_lr-0.001",
         ["finetune.lora_r=8", "finetune.train.lr=0.001"],
     )
+
+
+def peft_logits(base_dir, adapter, x):
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(adapter))
+    return model.eval()(input_ids=x).logits
+
+
+@pytest.fixture
+def moved_adapter(pretrained, tmp_path, monkeypatch):
+    """A LoRA run in root/ft from a pretrained model in root/pre/model; the whole root is then moved
+    and the working directory changed. Returns (adapter folder, its logits before the move, input)."""
+    src, corpus = pretrained
+    root = tmp_path / "root"
+    shutil.copytree(src / "model", root / "pre" / "model")
+    finetune(root / "ft", root / "pre" / "model", corpus, FinetuneConfig(lora_r=4, embed_r=16),
+             ft_train(steps=2, ckpt_every=1), progress=False)  # fmt: skip
+    x = torch.tensor([corpus.tokenizer()("What is the birth city of", add_special_tokens=False)["input_ids"]])
+    logits = peft_logits(root / "pre" / "model", root / "ft" / "model", x)
+    moved = tmp_path / "elsewhere" / "root2"
+    moved.parent.mkdir()
+    shutil.move(root, moved)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return moved / "ft" / "model", logits, x
+
+
+def test_a_lora_adapter_names_its_base_relative_to_itself(moved_adapter):
+    adapter, logits, x = moved_adapter
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == "../../pre/model"
+    ckpt = adapter.parent / "checkpoints" / "step_0000001" / "model"
+    assert json.loads((ckpt / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "../../../../pre/model"
+    )
+    resolved = (adapter / base).resolve()
+    assert resolved == adapter.parent.parent / "pre" / "model"
+    assert torch.allclose(peft_logits(resolved, adapter, x), logits, atol=1e-5)
+    assert AutoTokenizer.from_pretrained(str(adapter)).model_max_length == SMALL["max_positions"]
+
+
+def test_load_model_loads_a_moved_lora_adapter(moved_adapter):
+    """Needs biolab.model.load_model to resolve the adapter's relative base path against the adapter
+    folder (peft alone resolves it against the working directory)."""
+    adapter, logits, x = moved_adapter
+    model, _ = load_model(adapter)
+    assert torch.allclose(model(input_ids=x).logits, logits, atol=1e-5)
+
+
+def test_finetune_passes_wandb_meta(pretrained, tmp_path, monkeypatch):
+    import wandb
+
+    root, corpus = pretrained
+    seen = []
+
+    class Run:
+        summary = {}
+
+        def log(self, row, step):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw) or Run())
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    meta = {"name": "ft/lora", "group": "demo", "tags": ["lora"], "config": {"experiment": "demo"}}
+    finetune(tmp_path, root / "model", corpus, FinetuneConfig(lora_r=4, embed_r=0),
+             ft_train(steps=1, ckpt_every=0, wandb="offline"), progress=False, wandb_meta=meta)  # fmt: skip
+    (kw,) = seen
+    assert (kw["name"], kw["group"], kw["tags"]) == ("ft/lora", "demo", ["lora"])
+    assert kw["config"]["experiment"] == "demo" and kw["config"]["finetune"]["lora_r"] == 4
+
+
+@pytest.mark.parametrize("case", ["not_a_run", "unwritable"])
+def test_cli_refuses_an_unusable_out_in_one_line(pretrained, tmp_path, case):
+    root, _ = pretrained
+    if case == "not_a_run":
+        out, message = tmp_path / "other", "is not empty and holds no training run"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    else:  # tests run as root, so a read-only folder would not stop them: a file as the parent does
+        (tmp_path / "file").write_text("")
+        out, message = tmp_path / "file" / "ft", "is not writable"
+    args = [f"pretrained={root / 'model'}", f"out={out}", "finetune.train.steps=1", "eval.max_people=2",
+            "finetune.train.wandb=disabled", "progress=false"]  # fmt: skip
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), *args], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if case == "not_a_run":
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -1,7 +1,13 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from biolab.errors import ConfigError
-from biolab.io import atomic_dir, atomic_write_text, check_output_dir
+from biolab.io import atomic_dir, atomic_write_text, check_output_dir, check_writable
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -45,3 +51,34 @@ def test_non_empty_output_needs_overwrite(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="not a directory"):
         check_output_dir(tmp_path / "file", overwrite=True)
+
+
+def test_check_writable_refuses_what_cannot_be_written_and_creates_nothing(tmp_path):
+    (tmp_path / "file").write_text("")
+    # tests run as root, where permission bits do not stop a write: a file as the parent and /proc do
+    for bad in (tmp_path / "file" / "out", Path("/proc/biolab-test/out")):
+        with pytest.raises(ConfigError, match=r"^out=.* is not writable: "):
+            check_writable(bad)
+    assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    (tmp_path / "dir").mkdir()
+    check_writable(tmp_path / "dir", what="root")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
+    assert not any((tmp_path / "dir").iterdir())
+    with pytest.raises(ConfigError, match=r"^root=.* is not writable"):
+        check_writable(tmp_path / "file" / "x", what="root")
+
+
+def test_atomic_dir_under_a_file_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is not writable"):
+        with atomic_dir(tmp_path / "file" / "data"):
+            pass
+
+
+def test_generate_cli_says_an_unwritable_out_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    args = ["data.n_people=10", f"out={tmp_path}/file/data", "progress=false"]
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), *args], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("error: out=") and "not writable" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import shutil
@@ -13,10 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from biolab.data.dataset import DataConfig
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
-from biolab.model import ModelConfig
+from biolab.model import ModelConfig, build_model
 from biolab.status import read_status
 from biolab.train.curves import plot_training
-from biolab.train.pretrain import TrainConfig, TrainingError, pretrain
+from biolab.train.pretrain import TrainConfig, TrainingError, log_summary, make_stream, pretrain, train
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ModelConfig(name="test", n_layer=2, n_head=2, d_model=32, max_positions=64)
@@ -51,6 +52,10 @@ def test_a_tiny_run_learns_and_saves_an_hf_model(corpus, tmp_path):
     out = model.generate(**tok("What is the birth date of", return_tensors="pt"), max_new_tokens=3)
     assert out.shape[1] > 3
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000026", "step_0000028"]
+    # the model names the dataset it was trained on, so evaluate/probe can refuse another one
+    record = json.loads((tmp_path / "model" / "training_data.json").read_text())
+    data = json.loads((Path(corpus.meta["data_dir"]) / "meta.json").read_text())
+    assert record["sha256"] == data["sha256"] and record["name"] == data["config"]["name"]
     png = plot_training(tmp_path, tmp_path / "curves.png")
     assert png.stat().st_size > 10_000
 
@@ -144,3 +149,208 @@ def test_cli_bad_input(tmp_path, extra, message):
     r = cli(tmp_path / "run", extra=extra, launcher=[sys.executable])
     assert r.returncode != 0 and message in r.stderr and r.stderr.startswith("error:"), r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def strict_rows(path):
+    """metrics.jsonl rows, parsed as strict JSON: NaN or Infinity in a row is an error."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return [json.loads(r, parse_constant=refuse) for r in Path(path).read_text().splitlines()]
+
+
+def all_finite(run):
+    files = [*Path(run).rglob("*.safetensors")]
+    assert files
+    return all(torch.isfinite(t).all() for f in files for t in load_file(str(f)).values())
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_never_applied(corpus, tmp_path):
+    def poison_grads(step, model):
+        if step == 3:  # the next backward gives a NaN gradient; the forward (the loss) stays finite
+            next(model.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+
+    with pytest.raises(TrainingError, match=r"non-finite gradient norm nan at step 4 \(loss [0-9.]+\); "
+                                             r"the last good checkpoint is .*step_0000003$"):  # fmt: skip
+        pretrain(tmp_path, corpus, MODEL, train_cfg(ckpt_every=1, eval_every=0), on_step=poison_grads,
+                 progress=False)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000002", "step_0000003"]
+    assert all_finite(tmp_path / "checkpoints")
+    assert [r["step"] for r in strict_rows(tmp_path / "metrics.jsonl") if "loss" in r] == [1, 2, 3]
+    assert read_status(tmp_path)["status"] == "failed" and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(("steps", "ckpt_every"), [(4, 2), (2, 0)])  # a checkpoint, the final model
+def test_non_finite_weights_are_never_saved(corpus, tmp_path, steps, ckpt_every):
+    def poison(step, model):
+        if step == 2:
+            with torch.no_grad():
+                next(model.parameters())[0, 0] = float("inf")
+
+    with pytest.raises(TrainingError, match=r"refusing to save step 2: .* holds non-finite values"):
+        pretrain(tmp_path, corpus, MODEL, train_cfg(steps=steps, ckpt_every=ckpt_every), on_step=poison,
+                 progress=False)  # fmt: skip
+    assert not (tmp_path / "model").exists() and not list((tmp_path / "checkpoints").glob("*step_*"))
+    assert read_status(tmp_path)["status"] == "failed"
+
+
+def test_metrics_rows_are_strict_json_with_null_for_non_finite(corpus, tmp_path):
+    cfg = train_cfg(steps=2, eval_every=1, ckpt_every=0)
+
+    def make_model():
+        return build_model(MODEL, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
+
+    def evaluate(model):
+        return {"probe/nan": float("nan"), "probe/inf": float("-inf"), "probe/ok": 0.5}
+
+    train(tmp_path, make_model, corpus.tokenizer(), make_stream(corpus, cfg), cfg, evaluate=evaluate,
+          progress=False)  # fmt: skip
+    evals = [r for r in strict_rows(tmp_path / "metrics.jsonl") if "probe/ok" in r]
+    assert evals == [{"step": s, "probe/nan": None, "probe/inf": None, "probe/ok": 0.5} for s in (1, 2)]
+
+
+def test_saved_tokenizer_knows_the_model_context(corpus, tmp_path):
+    pretrain(tmp_path, corpus, MODEL, train_cfg(steps=1, ckpt_every=0), progress=False)
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "model")).model_max_length == MODEL.max_positions
+
+
+def files_of(run):
+    """Every file of a run folder, with its bytes."""
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in Path(run).rglob("*") if p.is_file()}
+
+
+def test_a_killed_overwrite_leaves_the_finished_run_as_it_was(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain(run, corpus, MODEL, train_cfg(steps=3, eval_every=0), progress=False)
+    before = files_of(run)
+    assert {"model/model.safetensors", "status.json", "metrics.jsonl"} <= set(before)
+
+    def kill(step, model):
+        if step == 3:  # after the new run's first checkpoint (step 2)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(run, corpus, MODEL, train_cfg(steps=4, eval_every=0), overwrite=True, on_step=kill,
+                 progress=False)  # fmt: skip
+    assert files_of(run) == before and read_status(run)["status"] == "done"
+    capsys.readouterr()
+    pretrain(run, corpus, MODEL, train_cfg(steps=4, eval_every=0), overwrite=True, progress=False)
+    assert "resuming" not in capsys.readouterr().out  # a later overwrite starts clean
+    assert read_status(run)["status"] == "done" and read_status(run)["steps"] == 4
+    assert [r["step"] for r in strict_rows(run / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the hidden new run was moved in
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    pretrain(tmp_path / "fresh", corpus, MODEL, train_cfg(steps=4, eval_every=0), progress=False)
+    fresh = weights(tmp_path / "fresh")
+    assert all(torch.equal(fresh[k], v) for k, v in weights(run).items())
+
+
+def test_overwrite_of_the_working_directory(corpus, tmp_path, monkeypatch):
+    pretrain(tmp_path / "run", corpus, MODEL, train_cfg(steps=1, eval_every=0), progress=False)
+    monkeypatch.chdir(tmp_path / "run")
+    pretrain(".", corpus, MODEL, train_cfg(steps=2, eval_every=0), overwrite=True, progress=False)
+    assert read_status(tmp_path / "run")["steps"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_folder_that_is_not_a_run_is_refused(corpus, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"is not empty and holds no training run"):
+        pretrain(tmp_path, corpus, MODEL, train_cfg(steps=1), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("case", ["not_a_run", "unwritable"])
+def test_cli_refuses_an_unusable_out_in_one_line(tmp_path, case):
+    if case == "not_a_run":
+        out, message = tmp_path / "other", "is not empty and holds no training run"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    else:  # tests run as root, so a read-only folder would not stop them: a file as the parent does
+        (tmp_path / "file").write_text("")
+        out, message = tmp_path / "file" / "run", "is not writable"
+    r = cli(out, launcher=[sys.executable])
+    assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if case == "not_a_run":
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+class FakeRun:
+    def __init__(self, kw):
+        self.kw, self.summary, self.rows, self.finished = kw, {}, [], False
+
+    def log(self, row, step):
+        self.rows.append((step, row))
+
+    def finish(self):
+        self.finished = True
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    """wandb.init replaced by a recorder; WANDB_MODE lifted from the session's "disabled"."""
+    import wandb
+
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(FakeRun(kw)) or runs[-1])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return runs
+
+
+META = {"name": "demo/bioS_single", "group": "demo", "tags": ["tiny", "bioS_single"],
+        "config": {"experiment": "demo"}}  # fmt: skip
+
+
+def test_wandb_gets_the_meta_and_the_summary_reaches_the_same_run(corpus, tmp_path, fake_wandb):
+    run = tmp_path / "run"
+    pretrain(run, corpus, MODEL, train_cfg(steps=2, wandb="offline"), wandb_meta=META, progress=False)
+    (first,) = fake_wandb
+    kw = first.kw
+    assert (kw["name"], kw["group"], kw["tags"]) == (META["name"], "demo", META["tags"])
+    assert kw["mode"] == "offline"
+    assert kw["config"]["experiment"] == "demo" and kw["config"]["train"]["steps"] == 2
+    assert kw["config"]["model"]["d_model"] == 32 and first.rows and first.finished
+    log_summary(run, "offline", META, {"exact_match/test/birth_date": 0.5})
+    second = fake_wandb[1]
+    assert (second.kw["id"], second.kw["resume"], second.kw["name"]) == (kw["id"], "allow", META["name"])
+    assert second.summary == {"exact_match/test/birth_date": 0.5} and second.finished
+    log_summary(run, "disabled", META, {"x": 1.0})
+    assert len(fake_wandb) == 2
+
+
+def test_wandb_name_defaults_to_the_run_folder(corpus, tmp_path, fake_wandb):
+    pretrain(tmp_path / "my_run", corpus, MODEL, train_cfg(steps=1, wandb="offline"), progress=False)
+    assert fake_wandb[0].kw["name"] == "my_run"
+
+
+def test_bad_wandb_meta_fails_before_training(corpus, tmp_path):
+    for meta, message in (({"nmae": "x"}, "unknown wandb_meta key 'nmae'"),
+                          ({"tags": "tiny"}, "wandb_meta.tags must be a list of str")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            pretrain(tmp_path, corpus, MODEL, train_cfg(steps=1), wandb_meta=meta, progress=False)
+    assert not tmp_path.joinpath("status.json").exists()
+
+
+def test_tests_never_log_to_wandb(corpus, tmp_path, monkeypatch):
+    import wandb
+
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: calls.append(kw))
+    assert os.environ["WANDB_MODE"] == "disabled"  # set for the whole session by conftest.py
+    pretrain(tmp_path, corpus, MODEL, train_cfg(steps=1, wandb="offline"), progress=False)
+    log_summary(tmp_path, "offline", None, {"x": 1.0})
+    assert calls == []
+
+
+def test_wandb_offline_for_real(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    pretrain(run, corpus, MODEL, train_cfg(steps=1, wandb="offline", eval_every=0), wandb_meta=META,
+             progress=False)  # fmt: skip
+    log_summary(run, "offline", META, {"exact_match/test/mean": 0.25})
+    ids = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
+    assert ids == {hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]}  # one run, reopened

@@ -20,7 +20,7 @@ from biolab.config import from_dict
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import ConfigError
 from biolab.model import load_pretrained
-from biolab.train.pretrain import TrainConfig, train
+from biolab.train.pretrain import TrainConfig, check_run_dir, check_wandb_meta, corpus_training_data, train
 
 # arch -> (attention modules to adapt, word embedding module, fused qkv layout)
 TARGETS = {
@@ -161,11 +161,17 @@ def finetune(
     progress: bool = True,
     on_step=None,
     texts: TextSet | None = None,
+    wandb_meta: dict | None = None,
 ) -> dict:
     """Finetune ``pretrained`` on the P_train QAs of ``corpus`` (or on ``texts``' P_train rows, e.g.
-    a Part 3.2 task set) into ``run_dir/model``."""
+    a Part 3.2 task set) into ``run_dir/model``; ``wandb_meta`` as in ``train``. A LoRA adapter
+    names its base model by a path relative to itself."""
     cfg.validate()
     train_cfg.validate()
+    check_wandb_meta(wandb_meta)
+    check_run_dir(run_dir, overwrite)
+    # Absolute, so the adapter's saved base path is found from wherever the working directory was.
+    pretrained = Path(pretrained).resolve()
     load_pretrained(pretrained)  # fail on a bad folder before anything is written
 
     def make_model():
@@ -175,8 +181,9 @@ def finetune(
     batches = QABatches(corpus, train_cfg.seed, cfg.loss_on, texts)
     return train(
         run_dir, make_model, corpus.tokenizer(), batches, train_cfg,
-        config={"finetune": asdict(cfg), "pretrained": str(Path(pretrained).resolve())},
-        overwrite=overwrite, progress=progress, on_step=on_step,
+        config={"finetune": asdict(cfg), "pretrained": str(pretrained)},
+        overwrite=overwrite, progress=progress, on_step=on_step, wandb_meta=wandb_meta,
+        training_data=corpus_training_data(corpus),
     )  # fmt: skip
 
 

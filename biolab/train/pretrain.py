@@ -5,6 +5,12 @@ One loop serves a 1M-parameter model on a CPU and GPT-2 124M on GPUs (``accelera
 several): AdamW, linear warmup then cosine to ``min_lr_ratio``, gradient accumulation to the global
 batch, clipping, bf16 autocast on GPU, optional ``torch.compile``, atomic checkpoints that resume
 to the same weights, metrics.jsonl + wandb (offline by default).
+
+A step whose loss or gradient norm is not finite is never applied, and weights that are not finite
+are never saved: the run stops with a TrainingError naming the last checkpoint with finite weights.
+Overwriting a finished run trains the new one in a hidden sibling folder, ``.RUN.overwrite``, and
+moves its outputs over the old ones only once it is done: a killed overwrite leaves the old run as
+it was (and the next overwrite starts that folder afresh).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,15 +30,24 @@ import torch
 from tqdm.auto import tqdm
 
 from biolab.config import from_dict
+from biolab.data.dataset import read_meta
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import BiolabError, ConfigError
-from biolab.io import write_json
-from biolab.model import ModelConfig, build_model, count_parameters, flops_per_token
+from biolab.io import check_writable, write_json
+from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
 from biolab.train.metrics import bio_first_token_accuracy, eval_bios
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU
+WANDB_MODES = ("offline", "online", "disabled")
+WANDB_META = {"name": (str, "a str"), "group": (str, "a str"), "tags": (list, "a list of str"),
+              "config": (dict, "a dict")}  # fmt: skip
+RUN_MARKERS = ("status.json", "config.json")  # a folder holding either is a training run
+# What scripts/pretrain.py and finetune.py put in the run folder before training starts.
+PREPARED = ("data", "corpus")
+# What an overwrite replaces (status.json first); the rest of the folder (data, corpus, eval, wandb) stays.
+RUN_OUTPUTS = ("status.json", "config.json", "metrics.jsonl", "checkpoints", "model")
 
 
 class TrainingError(BiolabError):
@@ -78,7 +94,7 @@ class TrainConfig:
             raise ConfigError(f"train.qa_ratio must be in [0, 1], got {self.qa_ratio}")
         if self.precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"train.precision must be auto, no, bf16 or fp16, got {self.precision!r}")
-        if self.wandb not in ("offline", "online", "disabled"):
+        if self.wandb not in WANDB_MODES:
             raise ConfigError(f"train.wandb must be offline, online or disabled, got {self.wandb!r}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError("train.lr must be > 0 and train.min_lr_ratio in [0, 1]")
@@ -124,11 +140,34 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A finished run is never silently replaced; an unfinished one resumes."""
+def check_run_dir(run_dir: str | Path, overwrite: bool, prepared: tuple[str, ...] = PREPARED) -> None:
+    """A finished run is never silently replaced; an unfinished one resumes; a folder that is not a
+    run (nothing but ``prepared`` entries, hidden ones aside) is never written into; an unwritable
+    one fails here rather than mid-run."""
+    run_dir = check_writable(run_dir)
     status = read_status(run_dir)
     if status and status["status"] == "done" and not overwrite:
         raise ConfigError(f"{run_dir} holds a finished run; pass overwrite=true to train it again")
+    if run_dir.is_dir() and not any((run_dir / m).is_file() for m in RUN_MARKERS):
+        other = sorted(p.name for p in run_dir.iterdir() if p.name[0] != "." and p.name not in prepared)
+        if other:
+            raise ConfigError(
+                f"out={run_dir} is not empty and holds no training run (no status.json or config.json, "
+                f"but {other[0]!r}); use a new out"
+            )
+
+
+def check_wandb_meta(meta: dict | None) -> dict:
+    """``wandb_meta`` checked: optional ``name``, ``group`` (str), ``tags`` (list of str) and
+    ``config`` (a dict merged into the wandb config)."""
+    meta = dict(meta or {})
+    for key, value in meta.items():
+        if key not in WANDB_META:
+            raise ConfigError(f"unknown wandb_meta key {key!r}; valid keys: {', '.join(WANDB_META)}")
+        kind, words = WANDB_META[key]
+        if not isinstance(value, kind) or (key == "tags" and not all(isinstance(t, str) for t in value)):
+            raise ConfigError(f"wandb_meta.{key} must be {words}, got {value!r}")
+    return meta
 
 
 def pretrain(
@@ -141,9 +180,11 @@ def pretrain(
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
     progress: bool = True,
     qa_texts: TextSet | None = None,
+    wandb_meta: dict | None = None,
 ) -> dict:
     """BIO (or mixed BIO+QA) pretraining of a fresh ``model_cfg`` model into ``run_dir``; mixed
-    training takes its QA windows from ``qa_texts`` when given (a Part 3.2 task set's items)."""
+    training takes its QA windows from ``qa_texts`` when given (a Part 3.2 task set's items).
+    ``wandb_meta``: see ``train``."""
     cfg.validate()
     if cfg.ctx > model_cfg.max_positions:
         raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
@@ -163,8 +204,18 @@ def pretrain(
     return train(
         run_dir, make_model, corpus.tokenizer(), stream, cfg, evaluate=evaluate,
         config={"model": asdict(model_cfg)}, flops_cfg=model_cfg, accelerator=accelerator,
-        overwrite=overwrite, on_step=on_step, progress=progress,
+        overwrite=overwrite, on_step=on_step, progress=progress, wandb_meta=wandb_meta,
+        training_data=corpus_training_data(corpus),
     )  # fmt: skip
+
+
+def corpus_training_data(corpus: Corpus) -> dict:
+    """The record of the dataset a corpus was tokenized from: its name and its files' sha256."""
+    try:
+        name = read_meta(corpus.meta["data_dir"])["config"]["name"]
+    except (OSError, KeyError, ValueError):  # a dataset moved since: its hashes still identify it
+        name = None
+    return {"name": name, "data_dir": corpus.meta["data_dir"], "sha256": corpus.meta["data_sha256"]}
 
 
 def train(
@@ -180,33 +231,33 @@ def train(
     overwrite: bool = False,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
     progress: bool = True,
+    wandb_meta: dict | None = None,
+    training_data: dict | None = None,
 ) -> dict:
     """The one training loop. ``batches.next_batch(n)`` gives numpy ``input_ids`` (and optionally
     ``labels``, ``attention_mask``) and has ``state_dict``; ``make_model()`` is called after seeding,
     and only its trainable parameters are optimised. Resumes from ``run_dir``'s last checkpoint;
     returns the last logged metrics; ``run_dir/model`` gets ``save_pretrained`` (a peft model saves
-    its adapter)."""
+    its adapter). ``wandb_meta`` (optional ``name``, default the folder's name; ``group``; ``tags``;
+    ``config``, merged into the wandb config) goes to ``wandb.init``. ``training_data`` (the
+    dataset's name and file hashes, ``corpus_training_data``) is saved beside the final weights, so
+    evaluate and probe can tell a model's own dataset from another."""
     from accelerate import Accelerator
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     run_dir = Path(run_dir)
     cfg.validate()
+    meta = check_wandb_meta(wandb_meta)
+    check_run_dir(run_dir, overwrite)
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(cfg))
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
-    check_run_dir(run_dir, overwrite)
-    if overwrite and (read_status(run_dir) or {}).get("status") == "done":
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            for sub in ("checkpoints", "model", "metrics.jsonl", "status.json"):
-                p = run_dir / sub
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        accelerator.wait_for_everyone()
+    work = _work_dir(accelerator, run_dir, overwrite)
     started = time.time()
     main = accelerator.is_main_process
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {**(config or {}), "train": asdict(cfg)})
-        write_status(run_dir, "running", started)
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(work / "config.json", {**(config or {}), "train": asdict(cfg)})
+        write_status(work, "running", started)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = make_model()
@@ -228,15 +279,15 @@ def train(
     accelerator.register_for_checkpointing(scheduler, _StateBox(batches))
 
     start_step = 0
-    ckpts = _checkpoints(run_dir)
+    ckpts = _checkpoints(work)
     if ckpts:
         accelerator.load_state(str(ckpts[-1] / "state"))
         start_step = json.loads((ckpts[-1] / "trainer.json").read_text())["step"]
         if main:
-            _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+            _truncate_metrics(work / "metrics.jsonl", start_step)
             print(f"resuming {run_dir} from step {start_step}")
 
-    logger = _Logger(run_dir, cfg, config or {}, main)
+    logger = _Logger(run_dir, work, cfg, {**(config or {}), "train": asdict(cfg)}, main, meta)
     unwrapped = accelerator.unwrap_model(model)
     peak = next((v for k, v in PEAK_FLOPS.items() if k in accelerator.device.type + _gpu_name()), None)
     flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
@@ -265,12 +316,15 @@ def train(
                 loss_sum += loss.detach()
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
             if not math.isfinite(loss_value):
-                good = _checkpoints(run_dir)
+                raise TrainingError(f"non-finite loss {loss_value} at step {step + 1}; {_last_good(work)}")
+            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.grad_clip))
+            # Every process sees the same reduced loss and synced gradients, so all stop together.
+            # With fp16 loss scaling an overflow is routine: the scaler skips that step itself.
+            if not math.isfinite(grad_norm) and accelerator.scaler is None:
                 raise TrainingError(
-                    f"non-finite loss {loss_value} at step {step + 1}; "
-                    f"the last good checkpoint is {good[-1] if good else 'none'}"
+                    f"non-finite gradient norm {grad_norm} at step {step + 1} (loss {loss_value:.4f}); "
+                    f"{_last_good(work)}"
                 )
-            grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -283,7 +337,7 @@ def train(
                 tok_s = tokens / (now - t_last)
                 t_last, tokens = now, 0
                 last = {"step": done, "loss": round(loss_value, 5), "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": round(float(grad_norm), 4), "tokens_per_s": round(tok_s, 1)}  # fmt: skip
+                        "grad_norm": round(grad_norm, 4), "tokens_per_s": round(tok_s, 1)}  # fmt: skip
                 if peak and flops_tok:
                     last["mfu"] = round(tok_s * flops_tok / (peak * accelerator.num_processes), 4)
                 logger.log(last)
@@ -293,21 +347,56 @@ def train(
                 logger.log(row)
                 last.update(row)
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
-                _save_checkpoint(accelerator, unwrapped, tokenizer, run_dir, done, cfg.keep_ckpts)
+                _save_checkpoint(accelerator, unwrapped, tokenizer, work, done, cfg.keep_ckpts)
+        _check_finite(unwrapped, cfg.steps, work)  # the final model, on every process
     except BaseException as err:
         bar.close()
         logger.close()
         if main:
-            write_status(run_dir, "failed", started, error=f"{type(err).__name__}: {err}")
+            write_status(work, "failed", started, error=f"{type(err).__name__}: {err}")
         raise
     bar.close()
+    logger.close()  # before the swap: wandb writes under run_dir while it runs
     accelerator.wait_for_everyone()
     if main:
-        _save_model(unwrapped, tokenizer, run_dir / "model")
-        write_status(run_dir, "done", started, steps=cfg.steps, final=last, params_no_embeddings=n_params)
-    logger.close()
+        _save_model(unwrapped, tokenizer, work / "model", training_data)
+        write_status(work, "done", started, steps=cfg.steps, final=last, params_no_embeddings=n_params)
+        if work != run_dir:
+            _swap_in(work, run_dir)
     accelerator.wait_for_everyone()
     return last
+
+
+def _work_dir(accelerator, run_dir: Path, overwrite: bool) -> Path:
+    """Where this attempt writes: ``run_dir``, or, to overwrite a finished run, the hidden sibling
+    ``.RUN.overwrite`` (cleared first: a killed overwrite is not resumed). A sibling, not a subfolder,
+    so that a path saved relative to a folder in it still holds once moved into ``run_dir``."""
+    replace = overwrite and (read_status(run_dir) or {}).get("status") == "done"
+    here = run_dir.resolve()  # so that out=. has a name and a parent
+    work = here.with_name(f".{here.name}.overwrite") if replace else run_dir
+    accelerator.wait_for_everyone()  # every process has read the status before anything moves
+    if accelerator.is_main_process and replace:
+        shutil.rmtree(work, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return work
+
+
+def _swap_in(new: Path, run_dir: Path) -> None:
+    """Move a finished replacement's outputs over the old run's. The old status.json goes first and
+    the new one comes last, so an interrupted swap leaves a run that is not done, never a done run
+    made of two runs' files; the rest of ``run_dir`` (data, corpus, eval, wandb) stays."""
+    here = run_dir.resolve()
+    trash = here.with_name(f".{here.name}.replaced")
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    for name in RUN_OUTPUTS:
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, trash / name)
+    for name in (*RUN_OUTPUTS[1:], RUN_OUTPUTS[0]):
+        if (new / name).exists():
+            os.replace(new / name, run_dir / name)
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 class _StateBox:
@@ -327,18 +416,68 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
 
 
-def _save_model(model, tokenizer, out: Path) -> None:
-    """save_pretrained into a temp folder, then rename: a reader never sees half a model."""
+def _save_model(model, tokenizer, out: Path, training_data: dict | None = None) -> None:
+    """save_pretrained into a temp folder, then rename: a reader never sees half a model. The
+    tokenizer's ``model_max_length`` becomes the model's positions (transformers' default is ~1e30);
+    an adapter names its base model relative to itself, so the whole root can move."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        tokenizer.model_max_length = positions
     tokenizer.save_pretrained(str(tmp))
+    _relative_base(tmp / "adapter_config.json")
+    if training_data is not None:
+        write_json(tmp / TRAINING_DATA, training_data)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
 
 
+def _relative_base(adapter_config: Path) -> None:
+    """Rewrite a peft adapter's ``base_model_name_or_path`` relative to the adapter folder. The temp
+    folder it is written in sits beside the final one, so the relative path holds after the rename."""
+    if not adapter_config.is_file():
+        return
+    conf = json.loads(adapter_config.read_text())
+    base = Path(conf.get("base_model_name_or_path") or "")
+    if base.is_dir():  # a local folder (it was loaded from this path, relative to the working dir)
+        conf["base_model_name_or_path"] = os.path.relpath(base.resolve(), adapter_config.parent.resolve())
+        write_json(adapter_config, conf)
+
+
+def _non_finite(model) -> str | None:
+    """The name of the first parameter holding NaN or inf, or None."""
+    return next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+
+
+def _check_finite(model, step: int, run_dir: Path) -> None:
+    """Refuse to save weights that are not finite (called on every process: they hold the same)."""
+    bad = _non_finite(model)
+    if bad is not None:
+        raise TrainingError(
+            f"refusing to save step {step}: {bad} holds non-finite values; {_last_good(run_dir)}"
+        )
+
+
+def _finite_file(path: Path) -> bool:
+    from safetensors.torch import load_file
+
+    return all(torch.isfinite(t).all() for t in load_file(str(path)).values())
+
+
+def _last_good(run_dir: Path) -> str:
+    """Names the newest checkpoint whose saved weights are all finite (checked, not assumed)."""
+    for ckpt in reversed(_checkpoints(run_dir)):
+        files = sorted((ckpt / "model").glob("*.safetensors"))
+        if files and all(_finite_file(f) for f in files):
+            return f"the last good checkpoint is {ckpt}"
+    return "the last good checkpoint is none"
+
+
 def _save_checkpoint(accelerator, model, tokenizer, run_dir: Path, step: int, keep: int) -> None:
+    _check_finite(model, step, run_dir)
     final = run_dir / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(f".{final.name}.tmp")
     if accelerator.is_main_process:
@@ -363,27 +502,60 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(r + "\n" for r in rows))
 
 
+def _finite_or_none(row: dict) -> dict:
+    """NaN and inf become None (JSON null): metrics.jsonl stays strict JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _wandb_mode(mode: str) -> str:
+    """WANDB_MODE=disabled in the environment turns wandb off whatever the config says (wandb itself
+    lets an explicit mode win); the test suite sets it so that no test logs."""
+    return "disabled" if os.environ.get("WANDB_MODE") == "disabled" else mode
+
+
+def _wandb_init(run_dir: Path, mode: str, meta: dict, config: dict | None = None):
+    import wandb
+
+    return wandb.init(
+        project="biolab", dir=str(run_dir), mode=mode, name=meta.get("name", run_dir.name),
+        group=meta.get("group"), tags=meta.get("tags"), config=config, resume="allow",
+        id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12],  # the same run on resume
+    )  # fmt: skip
+
+
+def log_summary(run_dir: str | Path, mode: str, wandb_meta: dict | None, values: dict) -> None:
+    """Set ``values`` (e.g. exact match per attribute and split, after evaluation) in the summary of
+    ``run_dir``'s wandb run, reopened by its id; nothing when ``mode`` is disabled."""
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"wandb mode must be offline, online or disabled, got {mode!r}")
+    meta = check_wandb_meta(wandb_meta)
+    if _wandb_mode(mode) == "disabled":
+        return
+    run = _wandb_init(Path(run_dir), mode, meta)
+    try:
+        run.summary.update(values)
+    finally:
+        run.finish()
+
+
 class _Logger:
-    """metrics.jsonl (always) and wandb (offline unless asked; never in tests)."""
+    """metrics.jsonl (always, in ``work``) and wandb (offline unless asked; never in tests), named
+    after ``run_dir`` and logging under it."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, config: dict, main: bool):
-        self.main, self.path, self.run = main, run_dir / "metrics.jsonl", None
-        if main and cfg.wandb != "disabled":
-            import wandb
-
-            self.run = wandb.init(
-                project="biolab", dir=str(run_dir), mode=cfg.wandb, name=run_dir.name,
-                config={**config, "train": asdict(cfg)}, resume="allow",
-                id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12],  # same id on resume
-            )  # fmt: skip
+    def __init__(self, run_dir: Path, work: Path, cfg: TrainConfig, config: dict, main: bool, meta: dict):
+        self.main, self.path, self.run = main, work / "metrics.jsonl", None
+        mode = _wandb_mode(cfg.wandb)
+        if main and mode != "disabled":
+            self.run = _wandb_init(run_dir, mode, meta, {**config, **meta.get("config", {})})
 
     def log(self, row: dict) -> None:
         if not self.main:
             return
+        row = _finite_or_none(row)
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, allow_nan=False) + "\n")
         if self.run is not None:
-            self.run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+            self.run.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
 
     def close(self) -> None:
         if self.run is not None:
