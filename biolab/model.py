@@ -8,6 +8,7 @@ tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,9 +214,12 @@ def load_model(path: str | Path):
     """(model in eval mode, tokenizer) from a model folder or a peft adapter folder (merged for speed)."""
     path = Path(path)
     if (path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
+        from peft import PeftModel
 
-        peft_model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+        # The adapter names its base relative to itself (so a root can move); peft alone would
+        # resolve that against the working directory.
+        base_model = AutoModelForCausalLM.from_pretrained(str(_adapter_base(path)))
+        peft_model = PeftModel.from_pretrained(base_model, str(path))
         base = peft_model.get_base_model()
         head = base.get_output_embeddings()
         if head is not None and head.weight is base.get_input_embeddings().weight:
@@ -229,3 +233,39 @@ def load_model(path: str | Path):
     else:
         raise ConfigError(f"{path} is neither a model folder nor a peft adapter folder")
     return model.float().eval(), AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+TRAINING_DATA = "training_data.json"  # beside the weights: the dataset a model was trained on
+
+
+def training_data(model_dir: str | Path) -> dict | None:
+    """What ``model_dir`` records of the dataset it was trained on (``name``, ``sha256`` of its files),
+    looked up through a peft adapter to its base model; None for a model from before the record."""
+    model_dir = Path(model_dir)
+    for folder in (model_dir, _adapter_base(model_dir)):
+        if folder is not None and (folder / TRAINING_DATA).is_file():
+            return json.loads((folder / TRAINING_DATA).read_text(encoding="utf-8"))
+    return None
+
+
+def _adapter_base(model_dir: Path) -> Path | None:
+    config = model_dir / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = Path(json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+    return base if base.is_absolute() else (model_dir / base).resolve()
+
+
+def check_training_data(model_dir: str | Path, data_meta: dict, allow_other: bool = False) -> str | None:
+    """ConfigError when the dataset ``data_meta`` (its meta.json) is not the one the model was
+    trained on, unless ``allow_other``; returns a warning line to print (or None)."""
+    record = training_data(model_dir)
+    if record is None:
+        return f"warning: {model_dir} does not record its training data; cannot check data_dir against it"
+    if data_meta.get("sha256") == record.get("sha256"):
+        return None
+    what = (f"{model_dir} was trained on dataset {record.get('name')!r}, not on data_dir's "
+            f"{data_meta.get('config', {}).get('name')!r} (their files differ)")  # fmt: skip
+    if not allow_other:
+        raise ConfigError(f"{what}; pass allow_other_data=true to score it anyway")
+    return f"warning: {what}"

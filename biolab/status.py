@@ -88,3 +88,11 @@ def write_status(run_dir: str | Path, status: str, started: float, **extra) -> d
     }
     write_json(Path(run_dir) / "status.json", info)
     return info
+
+
+def update_status(run_dir: str | Path, **fields) -> dict:
+    """Add ``fields`` to a readable status.json and leave the rest, timings and provenance included, as
+    they were (e.g. an output fingerprint recorded later for a stage built before fingerprints)."""
+    info = {**read_status(run_dir), **fields}
+    write_json(Path(run_dir) / "status.json", info)
+    return info

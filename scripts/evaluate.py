@@ -1,15 +1,16 @@
 """Evaluate QA exact match of any model folder: python scripts/evaluate.py --help"""
 
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from biolab.cli import hydra_main
-from biolab.data.dataset import read_meta
+from biolab.data.dataset import verify_dataset
 from biolab.data.people import SPLITS
 from biolab.errors import ConfigError
 from biolab.eval.qa import evaluate_qa
-from biolab.model import load_model
+from biolab.model import check_training_data, load_model
 
 
 @hydra_main("evaluate", renamed={"model": "model_dir"})
@@ -25,7 +26,9 @@ def main(cfg) -> None:
             raise ConfigError(f"{key}=... is required")
     if cfg.split not in ("train", "test", "both"):
         raise ConfigError(f"split must be train, test or both, got {cfg.split!r}")
-    read_meta(cfg.data_dir)
+    warning = check_training_data(cfg.model_dir, verify_dataset(cfg.data_dir), cfg.allow_other_data)
+    if warning:
+        print(warning, file=sys.stderr)
     model, tokenizer = load_model(cfg.model_dir)
     splits = SPLITS if cfg.split == "both" else (cfg.split,)
     out = Path(cfg.out) if cfg.out else Path(cfg.model_dir).parent / "eval"

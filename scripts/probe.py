@@ -1,10 +1,13 @@
 """Probe where a model stores attributes: python scripts/probe.py --help"""
 
+import sys
+
 from omegaconf import OmegaConf
 
 from biolab.cli import hydra_main
-from biolab.data.dataset import read_meta
+from biolab.data.dataset import verify_dataset
 from biolab.errors import ConfigError
+from biolab.model import check_training_data
 from biolab.probe.probes import ProbeConfig, run_probe
 
 
@@ -21,7 +24,9 @@ def main(cfg) -> None:
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key}=... is required")
     probe = ProbeConfig.from_dict(OmegaConf.to_container(cfg.probe, resolve=True))
-    read_meta(cfg.data_dir)
+    warning = check_training_data(cfg.model_dir, verify_dataset(cfg.data_dir), cfg.allow_other_data)
+    if warning:
+        print(warning, file=sys.stderr)
     rows = run_probe(cfg.model_dir, cfg.data_dir, probe, cfg.out, cfg.overwrite, cfg.device)
     print(f"{len(rows)} probes -> {cfg.out}/probes.csv")
 

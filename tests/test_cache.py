@@ -1,6 +1,7 @@
 import json
 import multiprocessing as mp
 import os
+import re
 import time
 from dataclasses import replace
 
@@ -23,13 +24,13 @@ def corpus_stage(data, build=None):
 
 
 def counting_stage(calls):
-    def data(cfg, inputs, out, progress):
+    def data(cfg, inputs, out, progress, context):
         calls.append("data")
         out.mkdir()
         for name in DATA.outputs:
             (out / name).write_text(json.dumps(cfg))
 
-    def corpus(cfg, inputs, out, progress):
+    def corpus(cfg, inputs, out, progress, context):
         calls.append("corpus")
         assert (inputs["data"] / "meta.json").is_file()  # inputs are built first
         out.mkdir()
@@ -65,7 +66,7 @@ def test_a_complete_stage_is_reused_and_a_damaged_one_rebuilt(tmp_path):
 
 
 def test_a_failing_stage_is_marked_failed_and_leaves_no_outputs(tmp_path):
-    def data(cfg, inputs, out, progress):
+    def data(cfg, inputs, out, progress, context):
         out.mkdir()
         (out / "meta.json").write_text("{}")
         raise RuntimeError("boom")
@@ -79,7 +80,7 @@ def test_a_failing_stage_is_marked_failed_and_leaves_no_outputs(tmp_path):
 
 
 def test_a_builder_that_forgets_an_output_fails(tmp_path):
-    def data(cfg, inputs, out, progress):
+    def data(cfg, inputs, out, progress, context):
         out.mkdir()
         (out / "meta.json").write_text("{}")
 
@@ -88,7 +89,7 @@ def test_a_builder_that_forgets_an_output_fails(tmp_path):
 
 
 def _build_slowly(root, marker):
-    def data(cfg, inputs, out, progress):
+    def data(cfg, inputs, out, progress, context):
         with open(marker, "a") as f:
             f.write("built\n")
         time.sleep(0.5)
@@ -132,7 +133,7 @@ def test_a_root_without_free_space_is_refused(tmp_path, monkeypatch):
 
 
 def test_the_runner_keeps_what_the_stage_wrote_into_its_status(tmp_path):
-    def build(cfg, inputs, out, progress):  # a resumable stage writes its own status, like train()
+    def build(cfg, inputs, out, progress, context):  # a resumable stage writes its own status, like train()
         out.mkdir(parents=True, exist_ok=True)
         (out / "probes.csv").write_text("x\n")
         write_status(out, "done", time.time(), final={"loss": 1.5}, params_no_embeddings=7)
@@ -153,3 +154,113 @@ def test_a_failed_write_keeps_its_error_and_a_later_done_drops_it(tmp_path):
     assert "error" not in status and status["steps"] == 2 and status["status"] == "done"
     with pytest.raises(ValueError, match="status must be"):
         write_status(tmp_path, "finished", time.time())
+
+
+def test_a_stage_whose_bytes_changed_is_damaged_and_rebuilt_or_refused(tmp_path):
+    calls, logs = [], []
+    stage = counting_stage(calls)
+    ensure(stage, tmp_path, logs.append)
+    corpus = stage.path(tmp_path)
+    assert set(read_status(corpus)["outputs"]) == set(CORPUS.outputs)  # the fake writes each as a file
+    (corpus / "bios.bin").write_text("y")  # same size, other bytes
+    with pytest.raises(StageError, match=r"damaged: bios.bin changed since the stage finished"):
+        ensure(stage, tmp_path, logs.append, strict=True)
+    ensure(stage, tmp_path, logs.append)
+    assert calls == ["data", "corpus", "corpus"] and any("damaged (bios.bin changed" in m for m in logs)
+    with open(stage.inputs["data"].path(tmp_path) / "bios.jsonl", "a") as f:
+        f.write("more")  # a damaged input is rebuilt before its consumer is checked
+    logs.clear()
+    ensure(stage, tmp_path, logs.append)
+    assert calls[-1] == "data" and any(re.search(r"bios.jsonl has \d+ bytes, \d+ when", m) for m in logs)
+
+
+def test_an_unreadable_status_is_a_damaged_stage_not_a_traceback(tmp_path):
+    calls, logs = [], []
+    stage = counting_stage(calls)
+    ensure(stage, tmp_path, logs.append)
+    (stage.path(tmp_path) / "status.json").write_text("{not json")
+    ensure(stage, tmp_path, logs.append)
+    assert calls == ["data", "corpus", "corpus"] and any("status.json is unreadable" in m for m in logs)
+    assert read_status(stage.path(tmp_path))["status"] == "done"
+
+
+def test_a_stage_built_before_fingerprints_is_recorded_once_then_checked(tmp_path):
+    calls, logs = [], []
+    stage = counting_stage(calls)
+    ensure(stage, tmp_path, logs.append)
+    path = stage.path(tmp_path)
+    old = read_status(path)
+    old.pop("outputs")
+    (path / "status.json").write_text(json.dumps(old))
+    ensure(stage, tmp_path, logs.append)
+    status = read_status(path)
+    assert calls == ["data", "corpus"] and "outputs" in status and status["started"] == old["started"]
+    assert any("fingerprint recorded" in m for m in logs)
+    (path / "qa.npz").write_text("")
+    ensure(stage, tmp_path, logs.append)
+    assert calls == ["data", "corpus", "corpus"]
+
+
+def test_a_new_file_inside_a_folder_output_is_damage(tmp_path):
+    calls, logs = [], []
+
+    def corpus(cfg, inputs, out, progress, context):
+        calls.append("corpus")
+        for name in CORPUS.outputs:
+            target = out / name
+            if name == "tokenizer":
+                target.mkdir(parents=True)
+                (target / "tokenizer.json").write_text("{}")
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("x")
+
+    stage = corpus_stage(data_stage(counting_stage([]).inputs["data"].spec.build), corpus)
+    ensure(stage, tmp_path, logs.append)
+    assert "tokenizer/tokenizer.json" in read_status(stage.path(tmp_path))["outputs"]
+    (stage.path(tmp_path) / "tokenizer" / "vocab.txt").write_text("stray")
+    ensure(stage, tmp_path, logs.append)
+    assert calls == ["corpus", "corpus"] and any("tokenizer/vocab.txt appeared" in m for m in logs)
+
+
+TINY = ["experiment=demo", "data=bioS_single", "datasets=[bioS_single]", "data.n_people=24", "train.steps=4",
+        "train.batch_size=4", "train.ctx=64", "model.n_layer=1", "model.d_model=32", "model.n_head=2",
+        "tokenizer.vocab_size=400", "finetune.train.steps=2", "finetune.train.batch_size=4",
+        "probe.linear.epochs=1", "probe.max_positions=4", "progress=false", "train.wandb=disabled",
+        "finetune.train.wandb=disabled"]  # fmt: skip
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.slow
+def test_a_real_root_with_truncated_outputs_rebuilds_each_damaged_stage(tmp_path):
+    from omegaconf import OmegaConf
+
+    from biolab.cli import compose
+    from biolab.pipeline.plan import plan_runs
+    from biolab.pipeline.runner import run_experiment
+
+    def plan():
+        probe = OmegaConf.to_container(compose("run", [*TINY, "probe=p_fast"]).probe, resolve=True)
+        return plan_runs(OmegaConf.to_container(compose("run", TINY), resolve=True), {"p_fast": probe})
+
+    runs = plan()
+    (manifest,) = run_experiment(runs, tmp_path, progress=False, log=lambda m: None)
+    stages = json.loads(manifest.read_text())["stages"]
+    before = json.loads((tmp_path / stages["eval"] / "eval" / "metrics.json").read_text())
+    damaged = {"data": "bios.jsonl", "corpus": "bios.bin", "pretrain": "model/model.safetensors",
+               "eval": "eval/metrics.json"}  # fmt: skip
+    for key, name in damaged.items():
+        truncate(tmp_path / stages[key] / name)
+    truncate(tmp_path / stages["probe"]["p_fast"] / "probes.csv")
+    logs = []
+    with pytest.raises(StageError, match="data is damaged: bios.jsonl has"):
+        run_experiment(plan(), tmp_path, progress=False, log=logs.append, strict=True)
+    run_experiment(plan(), tmp_path, progress=False, log=logs.append)
+    rebuilt = [m.split("] ")[1].split(":")[0] for m in logs if "; rebuilding" in m]
+    assert rebuilt == ["data", "corpus", "pretrain", "finetune", "probe"], logs
+    after = json.loads((tmp_path / stages["eval"] / "eval" / "metrics.json").read_text())
+    assert after["splits"] == before["splits"]  # rebuilt from the same seeds: the same numbers

@@ -151,3 +151,25 @@ def test_flops_per_token_is_palm_formula():
     # 6 * 85,056,000 + 12 * 12 layers * 768 * 512 ctx = 510,336,000 + 56,623,104
     assert flops_per_token(cfg, 85_056_000, 512) == 566_959_104
     assert count_parameters(meta_model(cfg, VOCAB), embeddings=False) == 85_056_000
+
+
+def test_a_model_refuses_a_dataset_it_was_not_trained_on(tmp_path):
+    import json
+
+    from biolab.errors import ConfigError
+    from biolab.model import TRAINING_DATA, check_training_data
+
+    model, adapter = tmp_path / "pre" / "model", tmp_path / "ft" / "model"
+    model.mkdir(parents=True)
+    adapter.mkdir(parents=True)
+    ours = {"config": {"name": "bioS_single"}, "sha256": {"people.jsonl": "a", "bios.jsonl": "b"}}
+    other = {"config": {"name": "bioS_multi5"}, "sha256": {"people.jsonl": "a", "bios.jsonl": "c"}}
+    assert "does not record" in check_training_data(model, ours)  # a model from before the record
+    (model / TRAINING_DATA).write_text(json.dumps({"name": "bioS_single", "sha256": ours["sha256"]}))
+    assert check_training_data(model, ours) is None
+    with pytest.raises(ConfigError, match="on dataset 'bioS_single', not on data_dir's 'bioS_multi5'"):
+        check_training_data(model, other)
+    assert check_training_data(model, other, allow_other=True).startswith("warning: ")
+    # a LoRA adapter answers for its base model, wherever the root has moved (relative base path)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../../pre/model"}))
+    assert check_training_data(adapter, ours) is None

@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 
 from biolab.errors import BiolabError, ConfigError
-from biolab.io import atomic_write_text
-from biolab.status import read_status, write_status
+from biolab.io import atomic_write_text, check_writable
+from biolab.pipeline.fingerprint import damage, fingerprint
+from biolab.status import read_status, update_status, write_status
 
 # Keys that change logging or bookkeeping, never the artifact: left out of the hash so that e.g.
 # turning wandb on does not retrain a model.
@@ -45,8 +46,10 @@ def no_check(config: dict) -> None:
 class Kind:
     """One kind of stage: everything the cache and the planner need to know about it.
 
-    ``build(config, inputs, out, progress)`` makes the outputs in ``out`` from the input stages'
-    folders (``inputs``: name -> Path) and may return fields for status.json; ``check(config)``
+    ``build(config, inputs, out, progress, context)`` makes the outputs in ``out`` from the input
+    stages' folders (``inputs``: name -> Path) and may return fields for status.json; ``context``
+    names the run that asked for the stage first (experiment, data, scale: for logging only, never
+    part of the key, since a stage is shared by every run that needs it); ``check(config)``
     raises ConfigError on a bad config before any work starts; a ``resumable`` kind builds in its
     own folder and picks up where a killed build stopped."""
 
@@ -99,23 +102,36 @@ class Stage:
         return Path(root) / self.kind / self.key
 
 
-def is_complete(stage: Stage, root: str | Path) -> bool:
+def stage_state(stage: Stage, root: str | Path) -> tuple[str, str]:
+    """(state, why): ``complete``; ``absent`` (never built, or unfinished: build or resume it);
+    ``damaged`` (it said done, but its status.json is unreadable, an output is gone, or an output
+    differs from the fingerprint recorded when it finished); ``unrecorded`` (done, outputs present,
+    no fingerprint: a stage built before fingerprints, to be recorded now)."""
     path = stage.path(root)
-    status = read_status(path)
-    return bool(status and status.get("status") == "done") and all(
-        (path / o).exists() for o in stage.spec.outputs
-    )
+    try:
+        status = read_status(path)
+    except (OSError, ValueError) as err:
+        return "damaged", f"status.json is unreadable ({type(err).__name__})"
+    if not isinstance(status, dict) or status.get("status") != "done":
+        return "absent", ""
+    missing = [o for o in stage.spec.outputs if not (path / o).exists()]
+    if missing:
+        return "damaged", f"outputs missing: {', '.join(missing)}"
+    recorded = status.get("outputs")
+    if not isinstance(recorded, dict):
+        return "unrecorded", ""
+    problem = damage(path, recorded, stage.spec.outputs)
+    return ("damaged", problem) if problem else ("complete", "")
+
+
+def is_complete(stage: Stage, root: str | Path) -> bool:
+    return stage_state(stage, root)[0] in ("complete", "unrecorded")
 
 
 def check_root(root: str | Path) -> Path:
     """A writable root with some free space, checked before any work starts."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise ConfigError(f"root={root} is not writable: {err.strerror or err}") from None
+    root = check_writable(root, what="root")
+    root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if free < MIN_FREE_BYTES:
         raise ConfigError(
@@ -142,28 +158,36 @@ def stage_lock(stage: Stage, root: Path, log=print):
 
 
 def ensure(
-    stage: Stage, root: str | Path, log=print, progress: bool = True, seen: dict | None = None
-) -> Path:
+    stage: Stage, root: str | Path, log=print, progress: bool = True, seen: dict | None = None,
+    strict: bool = False, context: dict | None = None,
+) -> Path:  # fmt: skip
     """Build ``stage`` (and its inputs first) unless complete; return its folder. ``seen`` (key ->
-    folder) lets a caller check each shared stage once across several calls."""
+    folder) lets a caller check each shared stage once across several calls. A damaged stage is
+    rebuilt with a one-line message, or with ``strict`` refused (StageError)."""
     root = Path(root)
     seen = {} if seen is None else seen
     if stage.key in seen:
         return seen[stage.key]
-    inputs = {name: ensure(s, root, log, progress, seen) for name, s in stage.inputs.items()}
+    inputs = {name: ensure(s, root, log, progress, seen, strict, context) for name, s in stage.inputs.items()}
     path = stage.path(root)
     with stage_lock(stage, root, log):
-        if is_complete(stage, root):
+        state, why = stage_state(stage, root)
+        if state == "unrecorded":  # built before fingerprints: trust it once, check it from now on
+            update_status(path, outputs=fingerprint(path, stage.spec.outputs))
+            log(f"[{stage.rel()}] {stage.kind}: reused (fingerprint recorded)")
+        elif state == "complete":
             log(f"[{stage.rel()}] {stage.kind}: reused")
         else:
-            if read_status(path) and read_status(path).get("status") == "done":
-                log(f"[{stage.rel()}] {stage.kind}: outputs missing, rebuilding")
-            _build(stage, path, inputs, log, progress)
+            if state == "damaged":
+                if strict:
+                    raise StageError(f"[{stage.rel()}] {stage.kind} is damaged: {why} (strict: not rebuilt)")
+                log(f"[{stage.rel()}] {stage.kind}: damaged ({why}); rebuilding")
+            _build(stage, path, inputs, log, progress, context or {})
     seen[stage.key] = path
     return path
 
 
-def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool) -> None:
+def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool, context: dict) -> None:
     started = time.time()
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / "config.yaml", yaml.safe_dump(
@@ -174,11 +198,11 @@ def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool) -> None:
     log(f"[{stage.rel()}] {stage.kind}: building")
     try:
         if stage.spec.resumable:
-            fields = stage.spec.build(stage.config, inputs, path, progress)
+            fields = stage.spec.build(stage.config, inputs, path, progress, context)
         else:
             tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))
             try:
-                fields = stage.spec.build(stage.config, inputs, tmp / "out", progress)
+                fields = stage.spec.build(stage.config, inputs, tmp / "out", progress, context)
                 for item in (tmp / "out").iterdir():
                     target = path / item.name
                     if target.is_dir():
@@ -195,5 +219,5 @@ def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool) -> None:
     if missing:
         write_status(path, "failed", started, error=f"missing outputs {missing}")
         raise StageError(f"[{stage.rel()}] {stage.kind} finished without {missing}")
-    write_status(path, "done", started, **(fields or {}))
+    write_status(path, "done", started, **(fields or {}), outputs=fingerprint(path, stage.spec.outputs))
     log(f"[{stage.rel()}] {stage.kind}: done in {time.time() - started:.0f} s")

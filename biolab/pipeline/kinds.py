@@ -8,6 +8,7 @@ is one ``Kind`` record here and its build function; biolab.pipeline.plan wires i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from biolab.data.dataset import DataConfig, write_dataset
@@ -23,14 +24,14 @@ from biolab.model import ModelConfig, load_model
 from biolab.pipeline.cache import Kind
 from biolab.probe.probes import ProbeConfig, run_probe
 from biolab.train.finetune import finetune, finetune_configs
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.pretrain import TrainConfig, log_summary, pretrain
 
 
-def build_data(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_data(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     write_dataset(DataConfig.from_dict(cfg), out, workers=1, progress=progress)
 
 
-def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     tok = TokenizerConfig.from_dict(cfg["tokenizer"])
     tokenizer = load_tokenizer(tok.path) if tok.path else None
     tokenize_dataset(inputs["data"], out, tokenizer, tok.vocab_size)
@@ -40,9 +41,20 @@ def check_corpus(cfg: dict) -> None:
     TokenizerConfig.from_dict(cfg["tokenizer"])
 
 
-def build_pretrain(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def wandb_meta(kind: str, inputs: dict, out: Path, context: dict) -> dict:
+    """How a stage's wandb run is found: named experiment/dataset/kind, grouped by experiment, tagged
+    with dataset, scale and kind; its config names the stage and its inputs (``kind/key``)."""
+    exp, data, scale = (str(context.get(k) or "?") for k in ("experiment", "data", "scale"))
+    stages = {name: f"{Path(p).parent.name}/{Path(p).name}" for name, p in inputs.items()}
+    return {"name": f"{exp}/{data}/{kind}", "group": exp, "tags": [data, scale, kind],
+            "config": {"experiment": exp, "data": data, "scale": scale, "run": context.get("run"),
+                       "stage": f"{kind}/{Path(out).name}", "inputs": stages}}  # fmt: skip
+
+
+def build_pretrain(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     pretrain(out, Corpus(inputs["corpus"]), ModelConfig.from_dict(cfg["model"]),
-             TrainConfig.from_dict(cfg["train"]), progress=progress)  # fmt: skip
+             TrainConfig.from_dict(cfg["train"]), progress=progress,
+             wandb_meta=wandb_meta("pretrain", inputs, out, context))  # fmt: skip
 
 
 def check_training(cfg: dict) -> None:
@@ -50,25 +62,38 @@ def check_training(cfg: dict) -> None:
     TrainConfig.from_dict(cfg["train"]).validate()
 
 
-def evaluate_model(cfg: dict, data: Path, model_dir: Path, out: Path, progress: bool) -> None:
+def evaluate_model(cfg: dict, data: Path, model_dir: Path, out: Path, progress: bool) -> dict:
     model, tokenizer = load_model(model_dir)
     e = EvalConfig.from_dict(cfg["eval"])
-    evaluate_qa(model, tokenizer, data, Path(out) / "eval", max_people=e.max_people,
-                batch_size=e.batch_size, num_beams=e.num_beams, progress=progress)  # fmt: skip
+    return evaluate_qa(model, tokenizer, data, Path(out) / "eval", max_people=e.max_people,
+                       batch_size=e.batch_size, num_beams=e.num_beams, progress=progress)  # fmt: skip
 
 
-def build_evaluate(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
-    evaluate_model(cfg, inputs["data"], Path(inputs["pretrain"]) / "model", out, progress)
+def exact_match_summary(metrics: dict) -> dict:
+    """``exact_match/<split>/<attribute>`` of an evaluation, for the wandb run's summary."""
+    return {f"exact_match/{split}/{a}": v for split, m in metrics["splits"].items()
+            for a, v in m["exact_match"].items()}  # fmt: skip
+
+
+def build_evaluate(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
+    metrics = evaluate_model(cfg, inputs["data"], Path(inputs["pretrain"]) / "model", out, progress)
+    # mixed training: the exact match belongs to the pretraining run, which is the model
+    train = json.loads((Path(inputs["pretrain"]) / "config.json").read_text())["train"]
+    meta = wandb_meta("pretrain", {}, Path(inputs["pretrain"]), context)
+    log_summary(inputs["pretrain"], train["wandb"], meta, exact_match_summary(metrics))
 
 
 def check_evaluate(cfg: dict) -> None:
     EvalConfig.from_dict(cfg["eval"])
 
 
-def build_finetune(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_finetune(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     ft, tr = finetune_configs(cfg["finetune"])
-    finetune(out, Path(inputs["pretrain"]) / "model", Corpus(inputs["corpus"]), ft, tr, progress=progress)
-    evaluate_model(cfg, inputs["data"], Path(out) / "model", out, progress)
+    meta = wandb_meta("finetune", inputs, out, context)
+    finetune(out, Path(inputs["pretrain"]) / "model", Corpus(inputs["corpus"]), ft, tr, progress=progress,
+             wandb_meta=meta)  # fmt: skip
+    metrics = evaluate_model(cfg, inputs["data"], Path(out) / "model", out, progress)
+    log_summary(out, tr.wandb, meta, exact_match_summary(metrics))
 
 
 def check_finetune(cfg: dict) -> None:
@@ -77,7 +102,7 @@ def check_finetune(cfg: dict) -> None:
         EvalConfig.from_dict(cfg["eval"])
 
 
-def build_probe(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_probe(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     model = Path(inputs["pretrain"]) / "model"
     run_probe(model, inputs["data"], ProbeConfig.from_dict(cfg["probe"]), out, overwrite=True)
 
@@ -86,7 +111,7 @@ def check_probe(cfg: dict) -> None:
     ProbeConfig.from_dict(cfg["probe"])
 
 
-def build_memorization(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_memorization(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     model, tokenizer = load_model(Path(inputs["pretrain"]) / "model")
     m = MemorizationConfig.from_dict(cfg["memorization"])
     common = dict(max_people=m.max_people, entries=m.entries, batch_size=m.batch_size, progress=progress)
@@ -103,7 +128,7 @@ def check_memorization(cfg: dict) -> None:
     MemorizationConfig.from_dict(cfg["memorization"])
 
 
-def build_tasks(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_tasks(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     t = cfg["task"]
     write_task_set(inputs["data"], t["task"], out, n_train=t["n_train"], n_test=t["n_test"],
                    seed=t["seed"], hint_prob=t["hint_prob"])  # fmt: skip
@@ -115,19 +140,20 @@ def check_tasks(cfg: dict) -> None:
     validate_task(t["task"], t["n_train"], t["n_test"], t["hint_prob"])
 
 
-def build_task_finetune(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_task_finetune(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     ft, tr = finetune_configs(cfg["finetune"])
+    meta = wandb_meta("task_finetune", inputs, out, context)
     finetune(out, Path(inputs["pretrain"]) / "model", Corpus(inputs["corpus"]), ft, tr, progress=progress,
-             texts=load_task_texts(inputs["tasks"]))  # fmt: skip
+             texts=load_task_texts(inputs["tasks"]), wandb_meta=meta)  # fmt: skip
 
 
-def build_task_mixed(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
-    pretrain(out, Corpus(inputs["corpus"]), ModelConfig.from_dict(cfg["model"]),
-             TrainConfig.from_dict(cfg["train"]), progress=progress,
-             qa_texts=load_task_texts(inputs["tasks"]))  # fmt: skip
+def build_task_mixed(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
+    texts, meta = load_task_texts(inputs["tasks"]), wandb_meta("task_mixed", inputs, out, context)
+    model, train = ModelConfig.from_dict(cfg["model"]), TrainConfig.from_dict(cfg["train"])
+    pretrain(out, Corpus(inputs["corpus"]), model, train, progress=progress, qa_texts=texts, wandb_meta=meta)
 
 
-def build_task_eval(cfg: dict, inputs: dict, out: Path, progress: bool) -> None:
+def build_task_eval(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     model, tokenizer = load_model(Path(inputs["model"]) / "model")
     e = cfg["eval"]
     evaluate_task_set(
@@ -146,7 +172,7 @@ def check_task_eval(cfg: dict) -> None:
 DATA = Kind("data", ("meta.json", "people.jsonl", "bios.jsonl", "qa.jsonl"), build_data, DataConfig.from_dict)
 CORPUS = Kind("corpus", ("meta.json", "bios.bin", "bios.npz", "qa.bin", "qa.npz", "tokenizer"), build_corpus,
               check_corpus)  # fmt: skip
-PRETRAIN = Kind("pretrain", ("model/config.json",), build_pretrain, check_training, resumable=True)
+PRETRAIN = Kind("pretrain", ("model",), build_pretrain, check_training, resumable=True)
 FINETUNE = Kind("finetune", ("model", "eval/metrics.json"), build_finetune, check_finetune, resumable=True)
 EVALUATE = Kind("evaluate", ("eval/metrics.json",), build_evaluate, check_evaluate)
 PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True)
@@ -154,7 +180,7 @@ MEMORIZATION = Kind("memorization", ("memorization.json",), build_memorization, 
 TASKS = Kind("tasks", ("meta.json", "items.jsonl", "items.bin", "items.npz", "items.json"), build_tasks,
              check_tasks)  # fmt: skip
 TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_finetune, resumable=True)
-TASK_MIXED = Kind("task_mixed", ("model/config.json",), build_task_mixed, check_training, resumable=True)
+TASK_MIXED = Kind("task_mixed", ("model",), build_task_mixed, check_training, resumable=True)
 TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval)
 
 KINDS = {k.name: k for k in (DATA, CORPUS, PRETRAIN, FINETUNE, EVALUATE, PROBE, MEMORIZATION, TASKS,
