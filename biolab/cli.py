@@ -1,9 +1,12 @@
-"""Hydra entry points with one-line errors: bad overrides are caught before Hydra starts."""
+"""Hydra entry points with one-line errors: bad overrides and a launcher's missing plugin are caught
+before Hydra starts; Hydra's own flags (--cfg job, -p data, --info, -m) pass through."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,19 @@ from pathlib import Path
 from biolab.errors import BiolabError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Hydra's flags (hydra/_internal/utils.py, get_args_parser) that take the next word as their value
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun")  # fmt: skip
+INFO_FLAGS = ("--info", "-i")  # its value is optional: one of INFO_TOPICS
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+# With these the config is not (only) conf/'s, or the words are not overrides: Hydra checks them.
+FOREIGN_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                 "--experimental-rerun", "--shell-completion", "-sc")  # fmt: skip
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher"
+# hydra/launcher options whose plugin comes with an extra: option -> (plugin module, extra)
+LAUNCHER_PLUGINS = {"slurm": (SUBMITIT, "slurm"), "submitit_slurm": (SUBMITIT, "slurm"),
+                    "submitit_local": (SUBMITIT, "slurm")}  # fmt: skip
+SLURM_LAUNCHERS = ("slurm", "submitit_slurm")  # submitit refuses these without SLURM's srun
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
@@ -47,7 +63,7 @@ def check_overrides(
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import DictConfig, OmegaConf
 
-    args = [a for a in args if not a.startswith("-")]
+    args = override_args(args)
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except Exception as err:  # hydra's parse errors are multi-line
@@ -78,6 +94,49 @@ def check_overrides(
         if last not in keys:  # `in node` would be False for a mandatory (???) key
             where = f"under {parent}" if parent else "at top level"
             raise BiolabError(f"unknown key {key!r}; valid keys {where}: {', '.join(keys)}")
+
+
+def override_args(args: list[str]) -> list[str]:
+    """The overrides among a script's arguments: Hydra's flags and their values left out."""
+    out = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        info_topic = word in INFO_FLAGS and i + 1 < len(args) and args[i + 1] in INFO_TOPICS
+        takes_next = word in VALUE_FLAGS or info_topic
+        if not word.startswith("-"):
+            out.append(word)
+        i += 2 if takes_next else 1
+    return out
+
+
+def foreign_config(args: list[str]) -> bool:
+    """True when a flag brings a config (or words) of its own: biolab's check would not know them."""
+    return any(a.split("=")[0] in FOREIGN_FLAGS for a in args)
+
+
+def plugin_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its namespace package (hydra_plugins) is missing too
+        return False
+
+
+def check_launcher(args: list[str]) -> None:
+    """A hydra/launcher whose plugin or scheduler is missing: one line before Hydra starts, instead
+    of Hydra's multi-line "Could not load" or submitit's traceback."""
+    for arg in override_args(args):
+        key, _, option = arg.partition("=")
+        if key != "hydra/launcher" or option not in LAUNCHER_PLUGINS:
+            continue
+        module, extra = LAUNCHER_PLUGINS[option]
+        if not plugin_installed(module):
+            raise BiolabError(f"{arg} needs the {extra} extra: pip install -e '.[{extra}]'")
+        if option in SLURM_LAUNCHERS and shutil.which("srun") is None:
+            raise BiolabError(
+                f"{arg} submits SLURM jobs but finds no srun here: run it on the cluster "
+                "(hydra/launcher=submitit_local runs the jobs as local processes)"
+            )
 
 
 def usage(config_name: str, doc: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR) -> str:
@@ -113,9 +172,10 @@ def hydra_main(
             try:
                 if "--help" in args or "-h" in args:
                     doc = inspect.cleandoc(fn.__doc__ or "")
-                    print(usage(config_name, doc, [a for a in args if "=" in a], conf_dir))
+                    print(usage(config_name, doc, override_args(args), conf_dir))
                     return
-                if "--hydra-help" not in args:
+                check_launcher(args)
+                if "--hydra-help" not in args and not foreign_config(args):
                     check_overrides(config_name, args, conf_dir, renamed)
             except BiolabError as err:
                 _die(err)

@@ -1,7 +1,6 @@
 """Run an experiment's whole pipeline through the stage cache: python scripts/run.py --help"""
 
 import fcntl
-from pathlib import Path
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
@@ -9,7 +8,9 @@ from omegaconf import OmegaConf
 
 from biolab.cli import hydra_main
 from biolab.errors import ConfigError
-from biolab.pipeline.plan import plan_runs
+from biolab.pipeline.cache import check_root
+from biolab.pipeline.manifest import claim_runs
+from biolab.pipeline.plan import check_run_names, plan_runs, run_overrides
 from biolab.pipeline.runner import run_experiment
 from biolab.report.write import write_report
 
@@ -29,29 +30,41 @@ def main(cfg) -> None:
     python scripts/run.py experiment=p32_inverse_search 'manipulation.tasks=[bdate_to_first]'  (Part 3.2;
     also p32_memorization, p32_manipulation; keys under manipulation and memorization)
     Stages land in ROOT/<stage>/<hash>/, manifests in ROOT/runs/<experiment>/, the report in ROOT/report.
+    A run is named after its dataset and the overrides that shape it (bioS_single__finetune.train.lr=0.001);
+    one filed under that name with other stages stops the command (replace_runs=true replaces it).
     Re-running the same command resumes: finished stages are reused, pretraining continues from its
     last checkpoint.
     """
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("data=", "probe="))]
+    task = list(HydraConfig.get().overrides.task)
+    overrides = [o for o in task if not o.startswith(("data=", "probe="))]
     chosen = HydraConfig.get().runtime.choices["data"]
     # data=X on the command line (a sweep over data=a,b) wins over the experiment's list.
-    explicit = any(o.startswith("data=") for o in HydraConfig.get().overrides.task)
+    explicit = any(o.startswith("data=") for o in task)
     datasets = [chosen] if explicit or not cfg.datasets else list(cfg.datasets)
     if not datasets:
         raise ConfigError("datasets is empty")
     probes = {}
     for name in cfg.probes:
         probes[name] = _compose(overrides, [f"probe={name}"])["probe"]
+    named = run_overrides(task)
     runs = []
     for name in datasets:
-        runs += plan_runs(_compose(overrides, [f"data={name}"]), probes)
-    run_experiment(runs, cfg.root, progress=cfg.progress, jobs=cfg.jobs)
+        runs += plan_runs(_compose(overrides, [f"data={name}"]), probes, named)
+    check_run_names(runs)
+    root = check_root(cfg.root)
+    with claim_runs(runs, root, _replace_flag(cfg)):
+        run_experiment(runs, root, progress=cfg.progress, jobs=cfg.jobs, strict=cfg.strict)
     if cfg.report:
         # Jobs of a sweep each end with the report: one at a time, the last one sees every run.
-        with open(Path(cfg.root) / ".report.lock", "a") as lock:
+        with open(root / ".report.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            report = write_report(cfg.root, experiments=cfg.experiment)
+            report = write_report(root, experiments=cfg.experiment)
         print(report.read_text())
+
+
+def _replace_flag(cfg) -> str | None:
+    """None when filed runs may be replaced; else how to say so."""
+    return None if cfg.replace_runs else "replace_runs=true"
 
 
 if __name__ == "__main__":

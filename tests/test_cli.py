@@ -1,9 +1,12 @@
 """The shipped Hydra configs and the one-line errors of the entry points."""
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
-from biolab.cli import CONF_DIR, check_overrides, compose, config_groups
+from biolab import cli
+from biolab.cli import CONF_DIR, check_overrides, compose, config_groups, foreign_config, override_args
 from biolab.data.dataset import DataConfig
 from biolab.errors import BiolabError
 
@@ -87,3 +90,52 @@ def test_good_overrides_pass():
 def test_bad_overrides_name_the_valid_choices(args, message):
     with pytest.raises(BiolabError, match=message):
         check_overrides("generate", args)
+
+
+@pytest.mark.parametrize(
+    ("args", "overrides"),
+    [
+        (["--cfg", "job", "experiment=demo"], ["experiment=demo"]),
+        (["--cfg", "job", "-p", "data", "experiment=demo"], ["experiment=demo"]),
+        (["-c", "hydra", "--resolve", "--package", "hydra.sweep", "root=R"], ["root=R"]),
+        (["--info", "defaults", "experiment=demo"], ["experiment=demo"]),
+        (["--info", "experiment=demo"], ["experiment=demo"]),  # --info's value is optional
+        (["-m", "data=bioS_single,bioS_multi2", "--multirun"], ["data=bioS_single,bioS_multi2"]),
+        (["--cfg=job", "--config-dir", "/my/conf", "data=mine"], ["data=mine"]),
+    ],
+)
+def test_hydra_flags_and_their_values_are_not_overrides(args, overrides):
+    assert override_args(args) == overrides
+
+
+def test_hydra_flags_pass_the_override_check():
+    check_overrides("run", ["--cfg", "job", "-p", "data", "experiment=demo"])
+    check_overrides("run", ["--info", "defaults", "-m", "experiment=demo", "--resolve"])
+    assert foreign_config(["--config-dir", "/my/conf", "data=mine"]) and foreign_config(["-cn=other"])
+    assert not foreign_config(["--cfg", "job", "-p", "data", "experiment=demo"])
+
+
+def test_a_launcher_without_its_plugin_or_scheduler_is_one_line(monkeypatch):
+    monkeypatch.setattr(cli, "plugin_installed", lambda module: False)
+    with pytest.raises(BiolabError) as err:
+        cli.check_launcher(["-m", "hydra/launcher=slurm", "experiment=demo"])
+    assert str(err.value) == "hydra/launcher=slurm needs the slurm extra: pip install -e '.[slurm]'"
+    with pytest.raises(BiolabError, match="submitit_local needs the slurm extra"):
+        cli.check_launcher(["-m", "hydra/launcher=submitit_local"])
+    cli.check_launcher(["-m", "hydra/launcher=basic", "experiment=demo"])  # Hydra's own
+    monkeypatch.setattr(cli, "plugin_installed", lambda module: True)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BiolabError, match="hydra/launcher=slurm submits SLURM jobs but finds no srun here"):
+        cli.check_launcher(["-m", "hydra/launcher=slurm"])
+    cli.check_launcher(["-m", "hydra/launcher=submitit_local"])  # local processes: no SLURM needed
+
+
+def test_plugin_detection():
+    assert cli.plugin_installed("hydra") and not cli.plugin_installed("hydra_plugins.biolab_nope")
+    assert not cli.plugin_installed("biolab_nope_namespace.launcher")  # its parent is missing too
+
+
+def test_each_sweep_gets_its_own_timestamped_folder():
+    cfg = compose("run", ["root=/data/R"], hydra=True)
+    assert re.fullmatch(r"/data/R/multirun/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.sweep.dir)
+    assert cfg.hydra.run.dir == "."  # a single run writes nothing of Hydra's

@@ -3,9 +3,15 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from biolab.cli import compose, config_groups
+from biolab.cli import compose
 from biolab.errors import ConfigError
-from biolab.pipeline.plan import plan_runs, validate_plan
+from biolab.pipeline.plan import (
+    NAME_LIMIT,
+    check_run_names,
+    plan_runs,
+    run_name,
+    run_overrides,
+)
 from biolab.pipeline.runner import run_experiment
 
 TINY = ["data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64", "model.n_layer=1",
@@ -27,16 +33,6 @@ def plan(overrides, datasets=None):
             OmegaConf.to_container(compose("run", [*overrides, f"data={name}"]), resolve=True), probes
         )
     return runs
-
-
-@pytest.mark.parametrize("scale", ["tiny", "small", "paper"])
-@pytest.mark.parametrize("experiment", config_groups()["experiment"])
-def test_every_experiment_plans_valid_stages_at_every_scale(experiment, scale):
-    cfg = compose("run", [f"experiment={experiment}", f"scale={scale}"])
-    assert cfg.experiment == experiment and cfg.scale == scale
-    runs = plan([f"experiment={experiment}", f"scale={scale}"], datasets=list(cfg.datasets)[:2])
-    validate_plan(runs)
-    assert all(r["paper"] and any(r["paper"].values()) for r in runs)  # each names its paper numbers
 
 
 def test_the_grid_shares_one_pretraining():
@@ -105,3 +101,61 @@ def test_parallel_jobs_build_the_same_stages(tmp_path):
         a = json.loads((tmp_path / "a" / stages["eval"] / "eval" / "metrics.json").read_text())
         b = json.loads((tmp_path / "b" / stages["eval"] / "eval" / "metrics.json").read_text())
         assert a["splits"] == b["splits"]  # same seed, same numbers, whatever the process layout
+
+
+def test_a_run_is_named_after_its_dataset_and_the_overrides_that_shape_it():
+    typed = ["model.n_layer=1", "finetune.train.lr=1e-3", "data=bioS_single", "experiment=demo", "scale=tiny",
+             "root=R", "jobs=2", "progress=false", "report=false", "probe=q_fast", "datasets=[bioS_single]",
+             "hydra.verbose=true", "replace_runs=true"]  # fmt: skip
+    named = run_overrides(typed)
+    assert named == ["finetune.train.lr=0.001", "model.n_layer=1"]
+    # a sweep job's override as Hydra writes it, in another order: the same run
+    assert run_overrides(["finetune.train.lr=0.001", "model.n_layer=1"]) == named
+    assert run_name("bioS_single", named) == "bioS_single__finetune.train.lr=0.001__model.n_layer=1"
+    assert run_name("bioS_single", []) == "bioS_single"  # existing roots keep their manifest names
+    safe = run_name(
+        "bioS_single", run_overrides(["tokenizer.path=/tok/a", "probes=[p_fast]", "~eval.max_people"])
+    )
+    assert safe == "bioS_single__probes=_p_fast___tokenizer.path=_tok_a__~eval.max_people"
+
+
+def test_a_long_run_name_is_cut_and_ends_in_a_hash_of_every_override():
+    many = [f"train.k{i}={i}" for i in range(20)]
+    name = run_name("bioS_single", many)
+    assert len(name) <= NAME_LIMIT and name.startswith("bioS_single__train.k0=0__")
+    assert name.split("__")[-1].startswith("+")  # how many overrides the cut left out
+    assert run_name("bioS_single", [*many[:-1], "train.k19=other"]) != name
+
+
+def test_plan_runs_names_runs_by_their_overrides_and_records_them():
+    overrides = ["experiment=fig2_finetune_grid", "finetune.train.lr=1e-3"]
+    cfg = OmegaConf.to_container(compose("run", overrides), resolve=True)
+    runs = plan_runs(cfg, named=run_overrides(overrides))
+    assert len(runs) == 8 and all(r["overrides"] == ["finetune.train.lr=0.001"] for r in runs)
+    assert all(r["run"].startswith("bioS_single__finetune.train.lr=0.001__") for r in runs)  # then the grid
+    plain = plan_runs(cfg)[0]
+    assert plain["overrides"] == [] and plain["run"] == f"bioS_single__{plain['grid']}"
+
+
+def test_two_runs_under_one_name_with_other_stages_stop_the_plan():
+    same = plan(["experiment=demo"])
+    check_run_names([*same, *plan(["experiment=demo"])])  # the same runs twice: one set of stages
+    other = plan(["experiment=demo", "data.n_people=30"])  # named as if no override was given
+    with pytest.raises(
+        ConfigError, match=r"two runs of demo are named bioS_single but differ in corpus, data, "
+    ):
+        check_run_names([same[0], other[0]])
+
+
+def test_a_stage_s_wandb_run_is_named_grouped_and_tagged_by_the_run_that_built_it(tmp_path):
+    from biolab.pipeline.kinds import exact_match_summary, wandb_meta
+
+    context = {"experiment": "demo", "data": "bioS_single", "scale": "tiny", "run": "bioS_single"}
+    inputs = {"corpus": tmp_path / "corpus" / "abc123"}
+    meta = wandb_meta("pretrain", inputs, tmp_path / "pretrain" / "def456", context)
+    assert meta["name"] == "demo/bioS_single/pretrain" and meta["group"] == "demo"
+    assert meta["tags"] == ["bioS_single", "tiny", "pretrain"]
+    assert meta["config"]["stage"] == "pretrain/def456"
+    assert meta["config"]["inputs"] == {"corpus": "corpus/abc123"}
+    metrics = {"splits": {"test": {"exact_match": {"birth_date": 0.5, "mean": 0.25}}}}
+    assert exact_match_summary(metrics) == {"exact_match/test/birth_date": 0.5, "exact_match/test/mean": 0.25}

@@ -11,12 +11,19 @@ n_train / n_test / hint_prob / seed / modes / qa_ratios), each trained in every 
   QA-finetuned model makes a minimal difference, so we start from the BIO-pretrained one.
 - ``mixed``: a fresh model pretrained on BIO + the task's P_train items, one per ``qa_ratios``
   value (the paper's QAr 0.5 / 0.8), with the run's model and train presets.
+
+A run is named after its dataset and the command-line overrides that shape it (``run_name``:
+``bioS_single__finetune.train.lr=0.001``; the bare dataset name without any), so the jobs of a sweep
+each file their own manifest; ``check_run_names`` stops two different runs under one name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from biolab.config import from_dict
@@ -42,12 +49,20 @@ from biolab.pipeline.kinds import (
 from biolab.pipeline.kinds import (
     TASKS as TASK_SET,
 )
+from biolab.pipeline.manifest import name_clash
 from biolab.train.finetune import expand_grid
 
 QA_EVAL = ("finetune", "direct", "none")
 MODES = ("finetune", "mixed")
 TASK_KEYS = ("n_train", "n_test", "hint_prob", "seed")  # what a task set is: part of its label
 TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: not in its label
+# Command-line keys that choose which runs, where or how they are built, not what a run is: left out
+# of run names and of the manifests' ``overrides`` (scale has its own manifest field; probe= is
+# replaced by each preset of ``probes``; replace_runs and strict say how to build, not what).
+UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "progress", "report", "probe",
+           "replace_runs", "strict")  # fmt: skip
+NAME_LIMIT = 120  # a longer run name is cut and ends in a hash: file names stop at 255 bytes
+UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")  # what a run name (a file name) does not hold
 
 
 @dataclass(frozen=True)
@@ -169,12 +184,56 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
     return stages, fields, build
 
 
-def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
+def run_overrides(overrides: list[str]) -> list[str]:
+    """The command-line overrides a run is named by and its manifest records: all but UNNAMED and
+    Hydra's own, each as Hydra writes a sweep job's (``lr=1e-3`` typed and ``lr=0.001`` from a
+    sweep agree), sorted so the order they were typed in does not matter."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    kept = [o for o in parsed if o.key_or_group not in UNNAMED and not o.is_hydra_override()]
+    return sorted(_canonical(o) for o in kept)
+
+
+def _canonical(o) -> str:
+    if o.is_delete() and o.value() is None:
+        return o.get_key_element()  # ~key: no value
+    return f"{o.get_key_element()}={o.get_value_element_as_str()}"
+
+
+def run_name(data: str, overrides: list[str]) -> str:
+    """``data``, then ``__key=value`` per override of ``run_overrides`` (``bioS_single__finetune.
+    train.lr=0.001``), any character a file name should not hold as ``_``. Past NAME_LIMIT the
+    overrides that do not fit become ``__+<how many>_<hash of all>``: one name per set of overrides."""
+    parts = [UNSAFE.sub("_", o) for o in overrides]
+    name = "__".join([data, *parts])
+    if len(name) <= NAME_LIMIT:
+        return name
+    digest = hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
+    name, kept = data, 0
+    while len(f"{name}__{parts[kept]}") <= NAME_LIMIT - 16:  # room for __+NN_<hash>
+        name, kept = f"{name}__{parts[kept]}", kept + 1
+    return f"{name}__+{len(parts) - kept}_{digest}"
+
+
+def check_run_names(runs: list[dict]) -> None:
+    """One set of stages per run name: otherwise one manifest would silently replace the other."""
+    first: dict[tuple[str, str], dict] = {}
+    for run in runs:
+        other = first.setdefault((run["experiment"], run["run"]), run)
+        diff = name_clash(run, other["stages"])
+        if diff:
+            raise ConfigError(
+                f"two runs of {run['experiment']} are named {run['run']} but differ in {diff}: "
+                "give their data presets different names"
+            )
+
+
+def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str] = ()) -> list[dict]:
     """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
 
     ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
     paper, and optionally manipulation and memorization; ``probes`` maps a probe preset name to
-    its config."""
+    its config; ``named``: the command-line overrides (``run_overrides``) that name the runs and go
+    into their manifests."""
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
     PaperConfig.from_dict(cfg.get("paper") or {})
@@ -204,8 +263,9 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
         evals.append(("run", None, None))
     extra_stages, extra_fields, extra_objs = plan_extras(cfg, data, corpus, pretrain)
     runs = []
+    base = run_name(cfg["data"]["name"], list(named))
     for grid_name, ev, ft in evals:
-        run = cfg["data"]["name"] if grid_name == "run" else f"{cfg['data']['name']}__{grid_name}"
+        run = base if grid_name == "run" else f"{base}__{grid_name}"
         stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
                   "probe": {n: s.rel() for n, s in probe_stages.items()}}  # fmt: skip
         if ev is not None:
@@ -216,7 +276,8 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None) -> list[dict]:
             "model": cfg["model"]["name"], "train": cfg["train"]["name"],
             "finetune": None if ft is None else ft.get("name", ft.get("method")),
             "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
-            "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "stages": stages, "paper": cfg.get("paper") or {},
+            "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "overrides": list(named), "stages": stages,
+            "paper": cfg.get("paper") or {},
             **extra_fields,
             "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
         })  # fmt: skip
