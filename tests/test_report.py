@@ -15,7 +15,7 @@ from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
 from biolab.paper import SOURCE_KEYS, paper_value
 from biolab.report.collect import PROBE_METRICS, QA_KEYS
-from biolab.report.rows import COLUMNS, spearman
+from biolab.report.rows import COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, spearman, wilson
 from biolab.report.write import build_report, write_report
 
 FIG3 = "P3.1 Fig 3 left (= Fig 7 left)"
@@ -39,6 +39,16 @@ def manifest(root, data):
 
 def save_manifest(root, data, m):
     (root / "runs" / "demo" / f"{data}.json").write_text(json.dumps(m))
+
+
+def status(root, rel):
+    return json.loads((root / rel / "status.json").read_text())
+
+
+def interval(value, n):
+    """The report's ``x [a, b]`` of a percent over n."""
+    low, high = wilson(value / 100, n)
+    return f"{value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def probes(root, data, probe):
@@ -103,13 +113,12 @@ def test_the_papers_numbers_come_from_the_package(fake_root):
     assert float(probe["paper_value"]) == fig5 == 5.9
     md = (out / "report.md").read_text()
     ours = float(single["value"])
-    assert (
-        "| bioS_single | tiny | lora | " in md and f"| {ours:.1f} | 9.7 | {ours - 9.7:+.1f} | {FIG3} |" in md
-    )
+    assert "| bioS_single | tiny | lora | 300/300 | " in md
+    assert f"| {interval(ours, 300)} | 9.7 | {ours - 9.7:+.1f} | {FIG3} |" in md
     assert "| 96.2 |" in md and "needs >= 3 datasets" in md and "Missing" not in md
 
 
-def test_the_figures_are_written_and_linked(tmp_path):
+def test_the_figures_are_written_and_shown_inline(tmp_path):
     # the multi5 probe stages kept their heatmaps (copied), the single ones did not (drawn from probes.csv)
     fake_root = build_fake_root(tmp_path / "runs", heatmaps=("bioS_multi5_permute_fullname",))
     out = write_report(fake_root).parent
@@ -121,8 +130,24 @@ def test_the_figures_are_written_and_linked(tmp_path):
     kept = fake_root / manifest(fake_root, "bioS_multi5_permute_fullname")["stages"]["probe"]["p_fast"]
     copied = out / "figures" / "demo" / "bioS_multi5_permute_fullname" / "p_fast" / "positions.png"
     assert copied.read_bytes() == (kept / "positions.png").read_bytes()  # the stage's own heatmap
-    links = re.findall(r"\]\((figures/[^)]+)\)", (out / "report.md").read_text())
-    assert len(links) == 1 + 2 * 4 and all((out / link).is_file() for link in links)
+    md = (out / "report.md").read_text()
+    links = re.findall(r"\]\((figures/[^)]+)\)", md)
+    images = re.findall(r"!\[[^]]*\]\((figures/[^)]+)\)", md)
+    # the QA bars, 4 heatmaps per run (3 P, 1 Q) and one pretraining's curves per run, all inline
+    assert links == images and len(images) == 1 + 2 * 4 + 2 and all((out / i).is_file() for i in images)
+    for data in FAKE_DATASETS:
+        curve = out / "figures" / "demo" / data / "training.png"
+        assert curve.read_bytes()[:4] == b"\x89PNG" and f"]({curve.relative_to(out).as_posix()})" in md
+    assert md.index("### Training curves") < md.index("### Probe heatmaps") < md.index("### Provenance")
+
+
+def test_a_pretraining_without_a_loss_log_draws_no_curve_and_flags_nothing(fake_root):
+    pretrain = fake_root / manifest(fake_root, "bioS_single")["stages"]["pretrain"]
+    (pretrain / "metrics.jsonl").unlink()
+    md, report = build_report(fake_root)
+    assert not report.notes
+    assert not (md.parent / "figures" / "demo" / "bioS_single" / "training.png").exists()
+    assert (md.parent / "figures" / "demo" / "bioS_multi5_permute_fullname" / "training.png").is_file()
 
 
 def test_spearman_is_reported_from_three_datasets(tmp_path):
@@ -188,7 +213,7 @@ def test_a_missing_or_unfinished_stage_is_flagged_never_reported(fake_root, dama
     assert fine["value"] and not fine["note"]
     md = (out / "report.md").read_text()
     assert "## Missing or unfinished" in md and re.search(expected, md)
-    assert "| bioS_single | tiny | lora | n/a | missing | 9.7 |  |" in md
+    assert "| bioS_single | tiny | lora | ?/? | n/a | missing | 9.7 |  |" in md
     with pytest.raises(ReportError, match=expected):
         write_report(fake_root, strict=True)
 
@@ -211,7 +236,7 @@ def test_a_lost_probe_file_or_another_datasets_probe_is_flagged(fake_root):
         for r in rows
         if r["run"] == "bioS_multi5_permute_fullname" and r["probe"] == "q_fast" and r["value"]
     ]
-    assert "| bioS_single | p_fast | ours | missing |" in (out / "report.md").read_text()
+    assert "| bioS_single | p_fast | ours | ?/? | missing |" in (out / "report.md").read_text()
 
 
 def test_mixed_training_reads_the_qar_the_manifest_names(fake_root):
@@ -317,3 +342,139 @@ def test_probe_only_experiments_and_grids_read_as_the_runner_writes_them(fake_ro
 
 def test_the_paper_keys_the_report_reads_are_the_ones_checked_at_plan_time():
     assert {"qa"} | {key for _, key in PROBE_METRICS.values()} == set(SOURCE_KEYS)
+
+
+def test_wilson_matches_known_intervals():
+    assert wilson(0.8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # 8/10
+    assert wilson(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)  # never a point at 0%
+    assert wilson(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson(0.5, 0)
+
+
+def test_counts_and_intervals_are_in_results_and_report(fake_root):
+    md, report = build_report(fake_root)
+    rows = results(md.parent)
+    assert list(rows[0]) == [*RESULT_COLUMNS, *STAT_COLUMNS]  # the new columns after the old ones
+    for metric in ("qa_exact_match", "qa_majority", "qa_first_token"):
+        for a, n in (("birth_city", 50), ("mean", 300)):  # 300 questions: 50 people x 6 attributes
+            r = one(rows, run="bioS_single", split="test", metric=metric, attribute=a)
+            low, high = wilson(float(r["value"]) / 100, n)
+            assert int(r["n"]) == n
+            assert float(r["ci_low"]) == pytest.approx(100 * low, abs=1e-3)
+            assert float(r["ci_high"]) == pytest.approx(100 * high, abs=1e-3)
+            assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"])
+    probe = one(rows, run="bioS_single", metric="pprobe_first_token_acc", attribute="major", position="s0")
+    assert int(probe["n"]) == 50 and probe["ci_low"] and probe["ci_high"]
+    assert all(r["n"] and r["ci_low"] and r["ci_high"] for r in rows if r["value"])  # every number here
+    text = md.read_text()
+    qa = one(rows, run="bioS_single", split="test", metric="qa_exact_match", attribute="university")
+    mean = one(rows, run="bioS_single", split="test", metric="qa_exact_match", attribute="mean")
+    line = next(x for x in text.splitlines() if x.startswith("| bioS_single | ours | 50 |"))
+    assert interval(float(qa["value"]), 50) in line
+    assert line.endswith(f"| {interval(float(mean['value']), 300)} |")
+    majority = one(rows, run="bioS_single", split="test", metric="qa_majority", attribute="university")
+    assert "|  | majority |  | " in text and interval(float(majority["value"]), 50) in text
+    assert "the mean's interval is over all n x 6" in text and "95% Wilson interval" in text
+
+
+def test_the_probe_tables_show_the_majority_and_the_controls(fake_root):
+    md = write_report(fake_root)
+    rows = results(md.parent)
+    text = md.read_text()
+    table = text[text.index("### P-probe, first token") : text.index("### P-probe, whole attribute")]
+    for data in FAKE_DATASETS:
+        where = dict(run=data, attribute="major", position="s0")
+        ours = one(rows, metric="pprobe_first_token_acc", **where)
+        control = one(rows, metric="pprobe_first_token_acc_shuffled", **where)
+        majority = one(rows, metric="pprobe_first_token_majority", **where)
+        assert int(control["n"]) == 50 and float(control["value"]) != float(ours["value"])
+        for r in (ours, control, majority):
+            assert interval(float(r["value"]), 50) in table
+    # the fake probes ran one control of the two
+    assert table.count("| shuffled labels |") == 2 and "untrained model" not in table
+    assert table.count("| ours | 50/50 |") == 2  # P_train / P_test people of probes.csv
+
+
+def _write_stage_files(root, m, people=None, steps=None):
+    data, pretrain = root / m["stages"]["data"], root / m["stages"]["pretrain"]
+    if people is not None:
+        meta = json.loads((data / "meta.json").read_text())
+        (data / "meta.json").write_text(json.dumps({**meta, "counts": {"people": people}}))
+    if steps is not None:
+        doc = {"kind": "pretrain", "config": {"model": {"name": m["model"]}, "train": {"steps": steps}}}
+        (pretrain / "config.yaml").write_text(json.dumps(doc))  # YAML reads JSON
+
+
+def test_each_experiment_states_its_setting_overrides_and_paper_gap(fake_root):
+    text = write_report(fake_root).read_text()
+    # the fake root's people (from the data stage's meta.json); its pretraining config names no steps
+    assert "- scale tiny: 100 people, model `tiny`, ? pretraining steps\n" in text
+    header = text.split("## Experiment")[1].split("### QA")[0]
+    assert "overrides" not in header  # manifests filed before overrides were recorded
+    assert "> **Not like for like with the paper**: 100 people (paper: 100,000); model tiny" in header
+    for data in FAKE_DATASETS:
+        m = manifest(fake_root, data)
+        _write_stage_files(fake_root, m, steps=1000)
+        save_manifest(fake_root, data, {**m, "overrides": ["data.n_people=100", "train.lr=0.003"]})
+    text = write_report(fake_root).read_text()
+    assert (
+        "- scale tiny: 100 people, model `tiny`, 1,000 pretraining steps; overrides beyond scale tiny: "
+        "`data.n_people=100`, `train.lr=0.003`\n" in text
+    )
+    m = manifest(fake_root, "bioS_single")
+    save_manifest(fake_root, "bioS_single", {**m, "overrides": []})
+    text = write_report(fake_root).read_text()  # two settings now: each names its runs
+    assert "1,000 pretraining steps; overrides beyond scale tiny: none (bioS_single)\n" in text
+    assert "`train.lr=0.003` (bioS_multi5_permute_fullname)\n" in text
+
+
+def test_a_paper_sized_run_is_not_warned_unless_overridden(fake_root):
+    for data in FAKE_DATASETS:
+        m = {**manifest(fake_root, data), "scale": "paper", "model": "gpt2_rotary_124m"}
+        _write_stage_files(fake_root, m, people=100_000, steps=80_000)
+        save_manifest(fake_root, data, m)
+    text = write_report(fake_root).read_text()
+    assert "- scale paper: 100,000 people, model `gpt2_rotary_124m`, 80,000 pretraining steps\n" in text
+    assert "Not like for like" not in text and "Check before comparing" not in text
+    m = manifest(fake_root, "bioS_single")
+    save_manifest(fake_root, "bioS_single", {**m, "overrides": ["finetune.train.steps=10"]})
+    text = write_report(fake_root).read_text()
+    assert "Not like for like" not in text and "> **Check before comparing**" in text
+
+
+def test_the_provenance_table_lists_each_stage_once(fake_root):
+    m = manifest(fake_root, "bioS_single")
+    rel, q_fast = m["stages"]["pretrain"], m["stages"]["probe"]["q_fast"]
+    (fake_root / rel / "status.json").write_text(json.dumps({
+        **status(fake_root, rel), "git_commit": "0123456789abcdef+dirty", "device": "cuda: NVIDIA H200 x1",
+        "seconds": 5400.0,
+    }))  # fmt: skip
+    (fake_root / q_fast / "status.json").write_text(json.dumps({"status": "running"}))
+    md, report = build_report(fake_root)
+    table = md.read_text().split("### Provenance")[1]
+    assert f"| pretrain | bioS_single | `{rel}` | 0123456789+dirty | cuda: NVIDIA H200 x1 | 1.5 h |" in table
+    assert f"| probe q_fast | bioS_single | `{q_fast}` | ? | ? | ? (running) |" in table
+    assert "is 'running', not done" in report.notes[0]  # still flagged at the top
+    # 6 stages per run (data, corpus, pretrain, eval, two probes), the header line before them
+    assert table.count("\n| ") == 1 + 2 * 6 and "each counted once" in table
+    other = manifest(fake_root, "bioS_multi5_permute_fullname")
+    other["stages"]["data"] = m["stages"]["data"]  # as two runs of one dataset share their data stage
+    save_manifest(fake_root, "bioS_multi5_permute_fullname", other)
+    table = write_report(fake_root).read_text().split("### Provenance")[1]
+    assert f"| data | bioS_multi5_permute_fullname, bioS_single | `{m['stages']['data']}` |" in table
+    assert table.count("\n| ") == 1 + 2 * 6 - 1
+
+
+def test_the_report_only_reads_the_stage_folders(fake_root):
+    def snapshot():
+        return {
+            p.relative_to(fake_root): p.read_bytes()
+            for p in sorted(fake_root.rglob("*"))
+            if p.is_file() and "report" not in p.relative_to(fake_root).parts
+        }
+
+    before = snapshot()
+    write_report(fake_root)
+    assert snapshot() == before

@@ -1,21 +1,26 @@
 """Collect a root's finished numbers as report rows, from the stage folders only.
 
 ``collect`` turns the manifests under ``ROOT/runs/`` into long rows: QA exact match, probe accuracies
-with their controls, memorization, manipulation tasks and the paper's statements. A number whose
+with their controls, memorization, manipulation tasks and the paper's statements; beside them each
+run's setting (people, model, steps, overrides) and each stage's provenance. A number whose
 stage is absent, unfinished or lost its files is kept as a row with an empty value and a note (or,
 with ``strict``, stops the report): never a number from the wrong place.
 
-Counts are the metrics named ``*_tokens`` / ``*_items``; everything else is a percent. A task row's
-``attribute`` is the task (``month_parity``), its ``task`` the run label
-(``month_parity-hint_prob0.5__ft``), its ``finetune`` how it was trained (the finetune preset, or
-``mixed QAr=0.8``). The paper's statements (``biolab/data/paper_statements.tsv``) listed in a
+Counts are the metrics named ``*_tokens`` / ``*_items``; everything else is a percent, with the count
+it is over (``n``: people per attribute for QA and probes, questions for a QA mean, items, bios) and
+its Wilson interval. A task row's ``attribute`` is the task (``month_parity``), its ``task`` the run
+label (``month_parity-hint_prob0.5__ft``), its ``finetune`` how it was trained (the finetune preset,
+or ``mixed QAr=0.8``). The paper's statements (``biolab/data/paper_statements.tsv``) listed in a
 manifest's ``paper.statements`` become one ``paper_statement`` row each per experiment, and a
 statement with a number fills ``paper_value`` of the P_test row it names.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import yaml
 
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
@@ -23,13 +28,15 @@ from biolab.paper import check_statements, paper_statements, paper_value
 from biolab.pipeline.manifest import (
     Run,
     StageMissing,
+    check_stage,
     eval_metrics,
     load_runs,
     memorization_metrics,
     probe_rows,
+    stage_dir,
     task_metrics,
 )
-from biolab.report.rows import QA_ATTRIBUTES, Report, flag, pct, row
+from biolab.report.rows import QA_ATTRIBUTES, Report, count, flag, pct, row, stats
 
 QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
 # our exact match / majority on P_test is the paper's qa_test_acc (its baseline row for the majority)
@@ -44,6 +51,9 @@ PROBE_METRICS = {
 TASK_METRICS = {"answer": "task_answer", "answer_with_hint": "task_answer_with_hint", "hint": "task_hint",
                 "majority": "task_majority"}  # fmt: skip
 VERBATIM_METRICS = {"exact": "verbatim_exact", "prefix_frac": "verbatim_prefix_frac"}
+PROPORTIONS = ("verbatim_exact",)  # of the verbatim metrics: prefix_frac is a mean of fractions, not a rate
+# a share of the task set itself (how many inverse queries match several people), not an accuracy
+DESCRIPTIVE = ("task_shared_queries",)
 
 
 def _lookup(run: Run, source: str | None, data: str, metric: str, attribute: str, position=None,
@@ -62,7 +72,7 @@ def qa_rows(run: Run, strict: bool = False, notes: list | None = None) -> list[d
     P_test exact match is what the paper reports; when it cannot be read its rows stay, flagged."""
     source, method = run.paper.get("qa"), run.paper.get("qa_method")
 
-    def qa_row(split, metric, attribute, value=None, note=""):
+    def qa_row(split, metric, attribute, value=None, note="", n=None):
         pv = None
         if split == "test" and metric in QA_PAPER:
             data = "majority_baseline" if metric == "qa_majority" else run.data
@@ -70,7 +80,7 @@ def qa_rows(run: Run, strict: bool = False, notes: list | None = None) -> list[d
                 run, source, data, QA_PAPER[metric], attribute, None, method if data == run.data else None
             )
         return row(run, split=split, attribute=attribute, metric=metric, value=value, paper_value=pv,
-                    paper_source=source if pv is not None else "", note=note)  # fmt: skip
+                    paper_source=source if pv is not None else "", note=note, **stats(value, n))  # fmt: skip
 
     def missing(note):
         flag(note, strict, notes)
@@ -84,6 +94,7 @@ def qa_rows(run: Run, strict: bool = False, notes: list | None = None) -> list[d
         return missing(f"{run.name}: the eval's metrics.json has no test split")
     rows = []
     for split in ("train", "test"):  # P_train is optional (an eval of P_test only)
+        counts = qa_counts((splits.get(split) or {}).get("questions"))
         for key, metric in QA_KEYS.items():
             block = (splits.get(split) or {}).get(key)
             if split != "test" and not isinstance(block, dict):
@@ -97,8 +108,17 @@ def qa_rows(run: Run, strict: bool = False, notes: list | None = None) -> list[d
                 )
                 if note:
                     flag(note, strict, notes)
-                rows.append(qa_row(split, metric, a, value, note))
+                rows.append(qa_row(split, metric, a, value, note, counts.get(a)))
     return rows
+
+
+def qa_counts(questions) -> dict[str, int]:
+    """Attribute -> questions it is over: each person has one question per attribute, so people per
+    attribute, and every question for the mean (an uneven total has no per-attribute count)."""
+    if not isinstance(questions, int) or questions <= 0:
+        return {}
+    per = questions // len(ATTRIBUTES) if questions % len(ATTRIBUTES) == 0 else None
+    return {**dict.fromkeys(ATTRIBUTES, per), "mean": questions}
 
 
 def _last_layer(rows: list[dict]) -> dict[str, int]:
@@ -126,16 +146,19 @@ def probe_result_rows(run: Run, probe: str, rows: list[dict]) -> list[dict]:
         source = run.paper.get(paper_key) if (kind == "special" or query_pos == "end") else None
         position = int(r["position"][1:]) if kind == "special" else None
         common = dict(split="test", probe=probe, attribute=r["attribute"], position=r["position"])
+        acc, majority_acc = pct(r["test_acc"]), pct(r["majority"])
+        n = r.get("n")  # P_test people (older probes.csv files may lack it: no interval then)
         if r["control"] == "none":
             pv = _lookup(run, source, run.data, metric, r["attribute"], position)
-            out.append(row(run, **common, metric=metric, value=pct(r["test_acc"]), paper_value=pv,
-                            paper_source=source if pv is not None else ""))  # fmt: skip
+            out.append(row(run, **common, metric=metric, value=acc, paper_value=pv,
+                            paper_source=source if pv is not None else "", **stats(acc, n)))  # fmt: skip
             majority = metric.replace("_acc", "_majority")
             pv = _lookup(run, source, "majority_baseline", metric, r["attribute"], position)
-            out.append(row(run, **common, metric=majority, value=pct(r["majority"]), paper_value=pv,
-                            paper_source=source if pv is not None else ""))  # fmt: skip
+            out.append(row(run, **common, metric=majority, value=majority_acc, paper_value=pv,
+                            paper_source=source if pv is not None else "",
+                            **stats(majority_acc, n)))  # fmt: skip
         else:
-            out.append(row(run, **common, metric=f"{metric}_{r['control']}", value=pct(r["test_acc"])))
+            out.append(row(run, **common, metric=f"{metric}_{r['control']}", value=acc, **stats(acc, n)))
     return out
 
 
@@ -144,6 +167,10 @@ def collect(root: str | Path, experiments: str | list[str] | None = None, strict
     runs = load_runs(root, experiments)
     report = Report(Path(root), runs, [])
     for run in runs:
+        report.settings[run.path] = run_setting(run)
+        report.provenance[run.path] = [
+            {"stage": role, "folder": rel, **stage_provenance(run, rel)} for role, rel in stage_folders(run)
+        ]
         if run.has_qa:
             report.rows += qa_rows(run, strict, report.notes)
         for probe in run.probes():
@@ -174,15 +201,25 @@ def memorization_rows(run: Run, strict: bool, notes: list) -> list[dict]:
         flag(str(err), strict, notes)
         return [row(run, split="test", metric="bio_completion", attribute="mean", note=str(err))]
     rows = []
+    bios = data["bio_completion"].get("bios") or {}
     for split, block in data["bio_completion"]["splits"].items():
+        scored = [a for a in block if a != "mean"]
         for a in (*ATTRIBUTES, "name", "mean"):
             if a in block:
                 value = pct(block[a])
-                rows.append(row(run, split=split, metric="bio_completion", attribute=a, value=value))
+                n = count(bios.get(split))
+                if a == "mean" and n:
+                    n *= len(scored)  # the mean is over every (bio, attribute) completion
+                rows.append(row(run, split=split, metric="bio_completion", attribute=a, value=value,
+                                **stats(value, n)))  # fmt: skip
     for split, block in data["verbatim"]["splits"].items():
+        entries = block.get("entries")
         for key, metric in VERBATIM_METRICS.items():
-            rows.append(row(run, split=split, metric=metric, value=pct(block.get(key))))
-        rows.append(row(run, split=split, metric="verbatim_prefix_tokens", value=block.get("prefix_mean")))
+            value = pct(block.get(key))
+            rows.append(row(run, split=split, metric=metric, value=value,
+                            **stats(value, entries, metric in PROPORTIONS)))  # fmt: skip
+        rows.append(row(run, split=split, metric="verbatim_prefix_tokens", value=block.get("prefix_mean"),
+                        **stats(None, entries)))  # fmt: skip
     return rows
 
 
@@ -202,11 +239,12 @@ def task_rows(run: Run, label: str, info: dict, strict: bool, notes: list) -> li
     task = info.get("task", label.split("__")[0])
     how = info.get("finetune") if info.get("mode") != "mixed" else f"mixed QAr={info.get('qa_ratio'):g}"
 
-    def task_row(split, metric, value=None, note="", raw=False):
+    def task_row(split, metric, value=None, note="", raw=False, n=None):
         pv, source = _paper_for(run, task, metric) if split == "test" else (None, "")
         value = value if raw else pct(value)
         return row(run, finetune=how, split=split, attribute=task, task=label, metric=metric, value=value,
-                    paper_value=pv, paper_source=source, note=note)  # fmt: skip
+                    paper_value=pv, paper_source=source, note=note,
+                    **stats(value, n, not raw and metric not in DESCRIPTIVE))  # fmt: skip
 
     try:
         metrics = task_metrics(run, label)
@@ -217,9 +255,12 @@ def task_rows(run: Run, label: str, info: dict, strict: bool, notes: list) -> li
     for split, block in metrics["splits"].items():
         for key, metric in TASK_METRICS.items():
             if key in block:
-                rows.append(task_row(split, metric, block[key]))
+                rows.append(task_row(split, metric, block[key], n=block.get("items")))
         if split in (metrics.get("ambiguity") or {}):
-            rows.append(task_row(split, "task_shared_queries", metrics["ambiguity"][split]["shared_frac"]))
+            shared = metrics["ambiguity"][split]
+            rows.append(
+                task_row(split, "task_shared_queries", shared["shared_frac"], n=shared.get("queries"))
+            )
     for split, n in (metrics.get("counts") or {}).items():
         if split in ("train", "test"):
             rows.append(task_row(split, "task_items", n, raw=True))
@@ -244,6 +285,7 @@ def statement_rows(runs: list[Run]) -> list[dict]:
                 "attribute": key,
                 "task": s["task"], "metric": "paper_statement", "position": "", "value": None,
                 "paper_value": s["value"], "paper_source": s["source"], "note": s["statement"],
+                "n": None, "ci_low": None, "ci_high": None,
             })  # fmt: skip
     return rows
 
@@ -257,3 +299,73 @@ def knowledge_rows(runs: list[Run], strict: bool, notes: list) -> list[dict]:
         for label, info in run.task_runs().items():
             rows += task_rows(run, label, info, strict, notes)
     return rows + statement_rows(runs)
+
+
+def as_dict(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def stage_file(run: Run, rel: str | None, what: str, name: str) -> dict:
+    """A done stage's JSON or YAML file ``name`` as a dict; {} when the stage is not done or the file
+    is absent (a root stripped to its numbers still reports, with ``?`` for what it lacks)."""
+    try:
+        text = (check_stage(run, rel, what) / name).read_text(encoding="utf-8")
+        data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    except (StageMissing, OSError, ValueError, yaml.YAMLError):
+        return {}
+    return as_dict(data)
+
+
+def stage_config(run: Run, rel: str | None, what: str) -> dict:
+    """The config a done stage was built with: config.yaml's ``config`` (the file itself when flat)."""
+    doc = stage_file(run, rel, what, "config.yaml")
+    return as_dict(doc.get("config", doc))
+
+
+def people_count(run: Run) -> int | None:
+    """People in the run's dataset: meta.json's count of what was written, else the config's n_people."""
+    rel = run.manifest["stages"].get("data")
+    meta = stage_file(run, rel, "data", "meta.json")
+    for n in (as_dict(meta.get("counts")).get("people"), as_dict(meta.get("config")).get("n_people"),
+              stage_config(run, rel, "data").get("n_people")):  # fmt: skip
+        if count(n):
+            return count(n)
+    return None
+
+
+def run_setting(run: Run) -> dict:
+    """What a reader needs to size a run against the paper: scale, people, model, pretraining steps
+    and the command line's overrides (None for a manifest filed before they were recorded)."""
+    rel = run.manifest["stages"].get("pretrain")
+    cfg = stage_config(run, rel, "pretrain")
+    status = stage_file(run, rel, "pretrain", "status.json")
+    overrides = run.get("overrides")
+    return {
+        "scale": run.get("scale"), "model": run.get("model") or as_dict(cfg.get("model")).get("name"),
+        "train": run.get("train"), "people": people_count(run),
+        "steps": count(as_dict(cfg.get("train")).get("steps")) or count(status.get("steps")),
+        "params": count(status.get("params_no_embeddings")),
+        "overrides": None if overrides is None else [str(o) for o in overrides],
+    }  # fmt: skip
+
+
+def stage_folders(run: Run) -> list[tuple[str, str]]:
+    """(role, folder relative to the root) of every stage the run names, upstream first."""
+    stages = run.manifest["stages"]
+    out = [(k, stages[k]) for k in ("data", "corpus", "pretrain", "eval") if isinstance(stages.get(k), str)]
+    out += [(f"probe {p}", rel) for p, rel in run.probes().items() if isinstance(rel, str)]
+    if isinstance(stages.get("memorization"), str):
+        out.append(("memorization", stages["memorization"]))
+    for label, info in run.task_runs().items():
+        out += [(f"{label} {part}", rel) for part, rel in info["stages"].items() if isinstance(rel, str)]
+    return out
+
+
+def stage_provenance(run: Run, rel: str) -> dict:
+    """status, git commit, device and seconds as the stage's status.json says, done or not."""
+    folder = stage_dir(run, rel)
+    try:
+        status = as_dict(json.loads((folder / "status.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        status = {"status": "no status.json" if folder.is_dir() else "missing"}
+    return {k: status.get(k) for k in ("status", "git_commit", "device", "seconds")}

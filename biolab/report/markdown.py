@@ -1,5 +1,6 @@
-"""report.md: per experiment, QA and probe tables of ours beside the paper's numbers, memorization
-beside QA, task accuracies and the paper's statements (percents)."""
+"""report.md: per experiment, its setting (people, model, steps, overrides) against the paper's, QA
+and probe tables of ours beside the paper's numbers with their counts and intervals, memorization
+beside QA, task accuracies, the paper's statements, the figures inline and each stage's provenance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import math
 from biolab.data.people import ATTRIBUTES, SPLITS
 from biolab.paper import paper_statements
 from biolab.probe.plots import SHORT
-from biolab.report.rows import QA_ATTRIBUTES, Report, find, qa_means, run_labels, spearman
+from biolab.report.rows import (
+    QA_ATTRIBUTES,
+    Report,
+    find,
+    number,
+    paper_gaps,
+    qa_means,
+    run_labels,
+    spearman,
+)
 
 MISSING = "missing"  # ours could not be read: the notes at the top say why
 NONE = "n/a"  # the paper reports no such number
@@ -22,10 +32,44 @@ PROBE_TABLES = (
     ("qprobe_first_token_acc", None, "Q-probe, first token, the name alone, last layer"),
     ("qprobe_whole_attribute_acc", None, "Q-probe, whole attribute, the name alone, last layer"),
 )
+# the probe controls, in the order their rows follow ours: what a probe reads without the LM's knowledge
+PROBE_CONTROLS = (("shuffled", "shuffled labels"), ("random_init", "untrained model"))
+INTRO = (
+    "Root `{root}`. Percents. Ours are read from the finished stage folders; the paper's "
+    "(GPT2-124M on 100k people, arXiv v3 figures) from `biolab/data/paper_numbers.csv`. "
+    "`x [a, b]`: ours and its 95% Wilson interval over the table's n (people, questions, items or "
+    "bios): the sampling of people only, not of seeds or training runs. "
+    f"diff = ours - paper; `{MISSING}`: our number could not be read (see below); `{NONE}`: the paper "
+    "reports none. Each experiment opens with its setting (people, model, pretraining steps, the command "
+    "line's overrides), says when it is not the paper's, and closes with each stage's commit, device and "
+    "wall time. Probe tables: last layer, P_test people; `majority` is the most common class, "
+    "`shuffled labels` and `untrained model` the controls; "
+    "p_fast/q_fast are linear probes on frozen states, the paper's (p_paper/q_paper) also train a "
+    "low-rank embedding update. Part 3.2 (tasks, memorization) is read against the paper's statements "
+    "(`biolab/data/paper_statements.tsv`)."
+)
+QA_ATTRIBUTE_NOTE = (
+    "n: P_test people, each asked one question per attribute; the mean's interval is over all n x 6 "
+    "questions taken as independent (one person's answers are not), so it is a little narrow. "
+    "`majority`: always answering the attribute's most common P_train value."
+)
 
 
 def fmt(v, missing: str = MISSING) -> str:
     return missing if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def with_ci(r: dict | None, missing: str = MISSING) -> str:
+    """A row's percent with its interval, ``80.3 [72.1, 86.5]``; the bare percent when no count was read."""
+    r = r or {}
+    if r.get("value") is None or r.get("ci_low") is None:
+        return fmt(r.get("value"), missing)
+    return f"{r['value']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+
+
+def counts(rows: list[dict | None]) -> str:
+    """``train/test`` counts of rows (``?`` where one was not read)."""
+    return "/".join(str(r["n"]) if r and r.get("n") else "?" for r in rows)
 
 
 def signed(v) -> str:
@@ -41,11 +85,12 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def qa_mean_table(report: Report, experiment: str) -> str:
     means = qa_means(report, experiment)
     mixed = any(m["qa_ratio"] for m in means)
-    header = ["data", "model", "finetune", *(["QAr"] if mixed else []), "P_train", "P_test", "paper", "diff",
-              "paper source"]  # fmt: skip
+    header = ["data", "model", "finetune", *(["QAr"] if mixed else []), "questions train/test", "P_train",
+              "P_test", "paper", "diff", "paper source"]  # fmt: skip
     rows = [
         [m["label"], m["model"] or "", m["finetune"] or "none", *([m["qa_ratio"]] if mixed else []),
-         fmt(m["train"], NONE), fmt(m["test"]), fmt(m["paper"], NONE), signed(m["diff"]), m["paper_source"]]
+         counts([m["train_row"], m["test_row"]]), with_ci(m["train_row"], NONE), with_ci(m["test_row"]),
+         fmt(m["paper"], NONE), signed(m["diff"]), m["paper_source"]]
         for m in means
     ]  # fmt: skip
     return md_table(header, rows)
@@ -64,23 +109,37 @@ def spearman_line(report: Report, experiment: str) -> str:
 
 
 def qa_attribute_table(report: Report, experiment: str) -> str:
+    """Per run: ours with intervals, the majority baseline, the paper's and the diff, per attribute."""
     labels = run_labels(report.runs)
-    header = ["data", "", *[SHORT[a] for a in ATTRIBUTES], "mean"]
+    header = ["data", "", "n", *[SHORT[a] for a in ATTRIBUTES], "mean"]
     rows = []
     for run in (r for r in report.runs if r.experiment == experiment and r.has_qa):
         mine = [r for r in report.rows if r["run"] == run.name and r["experiment"] == experiment]
         cells = [find(mine, split="test", metric="qa_exact_match", attribute=a) or {} for a in QA_ATTRIBUTES]
+        majority = [find(mine, split="test", metric="qa_majority", attribute=a) for a in QA_ATTRIBUTES]
         ours = [c.get("value") for c in cells]
         paper = [c.get("paper_value") for c in cells]
         diff = [None if o is None or p is None else o - p for o, p in zip(ours, paper, strict=True)]
-        rows.append([labels[run.path], "ours", *map(fmt, ours)])
-        rows.append(["", "paper", *(fmt(p, NONE) for p in paper)])
-        rows.append(["", "diff", *map(signed, diff)])
+        n = cells[0].get("n") or ""  # per attribute; the mean's is n x 6 (QA_ATTRIBUTE_NOTE)
+        rows.append([labels[run.path], "ours", n, *map(with_ci, cells)])
+        rows.append(["", "majority", "", *(with_ci(m) if m else MISSING for m in majority)])
+        rows.append(["", "paper", "", *(fmt(p, NONE) for p in paper)])
+        rows.append(["", "diff", "", *map(signed, diff)])
     return md_table(header, rows)
 
 
+def probe_people(rows: list[dict] | None) -> str:
+    """``n_train/n`` people of a probe stage's probes.csv (a range where attributes differ)."""
+
+    def span(key):
+        values = sorted({int(float(r[key])) for r in rows or () if str(r.get(key, "")).strip()})
+        return "?" if not values else str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+    return f"{span('n_train')}/{span('n')}"
+
+
 def probe_table(report: Report, experiment: str, metric: str, position: str | None) -> str | None:
-    """Per run and probe: ours, the paper's and our majority-class accuracy, per attribute."""
+    """Per run and probe: ours, the paper's, our majority-class accuracy and the controls', per attribute."""
     labels = run_labels(report.runs)
     mine_all = [r for r in report.rows if r["experiment"] == experiment]
     # birth date has no whole-attribute task: its column would stay empty
@@ -91,28 +150,30 @@ def probe_table(report: Report, experiment: str, metric: str, position: str | No
         for probe in run.probes():
             if find(mine, probe=probe, metric="probe"):
                 if probe.startswith(metric[0]):  # p_* probes fill the P tables, q_* the Q tables
-                    rows.append([labels[run.path], probe, "ours", *[MISSING] * len(attrs)])
+                    rows.append([labels[run.path], probe, "ours", "?/?", *[MISSING] * len(attrs)])
                 continue
             where = {"probe": probe, **({"position": position} if position else {})}
             cells = [find(mine, metric=metric, attribute=a, **where) for a in attrs]
             if not any(cells):
                 continue
-            majority = [
-                find(mine, metric=metric.replace("_acc", "_majority"), attribute=a, **where) for a in attrs
-            ]
-            rows.append([labels[run.path], probe, "ours", *(fmt(c["value"]) if c else "" for c in cells)])
-            rows.append(["", "", "paper", *(fmt(c["paper_value"], NONE) if c else "" for c in cells)])
-            rows.append(["", "", "majority", *(fmt(c["value"]) if c else "" for c in majority)])
+            people = probe_people(report.probe_data.get((run.path, probe)))
+            rows.append([labels[run.path], probe, "ours", people, *(with_ci(c) if c else "" for c in cells)])
+            rows.append(["", "", "paper", "", *(fmt(c["paper_value"], NONE) if c else "" for c in cells)])
+            for suffix, label in (("majority", "majority"), *PROBE_CONTROLS):
+                name = metric.replace("_acc", "_majority") if suffix == "majority" else f"{metric}_{suffix}"
+                control = [find(mine, metric=name, attribute=a, **where) for a in attrs]
+                if any(control):
+                    rows.append(["", "", label, "", *(with_ci(c) if c else "" for c in control)])
     if not rows:
         return None
-    return md_table(["data", "probe", "", *[SHORT[a] for a in attrs]], rows)
+    return md_table(["data", "probe", "", "people train/test", *[SHORT[a] for a in attrs]], rows)
 
 
 def _cell(rows: list[dict], **where) -> str:
     hit = find(rows, **where)
     if hit is None:
         return ""  # not measured for this run (e.g. no hint for an inverse-search task)
-    return MISSING if hit["note"] else fmt(hit["value"])
+    return MISSING if hit["note"] else with_ci(hit)
 
 
 def memorization_table(report: Report, experiment: str) -> str | None:
@@ -126,7 +187,7 @@ def memorization_table(report: Report, experiment: str) -> str | None:
         mine = [r for r in report.rows if r["experiment"] == experiment and r["run"] == run.name]
         flagged = find(mine, metric="bio_completion", split="test", attribute="mean")
         if flagged and flagged["note"]:
-            mem = [MISSING] * 5
+            mem, bios = [MISSING] * 5, "?/?"
         else:
             mem = [
                 _cell(mine, metric="bio_completion", split="train", attribute="mean"),
@@ -135,12 +196,14 @@ def memorization_table(report: Report, experiment: str) -> str | None:
                 _cell(mine, metric="verbatim_exact", split="test"),
                 _cell(mine, metric="verbatim_prefix_tokens", split="train"),
             ]
+            bios = counts([find(mine, metric="verbatim_exact", split=s) for s in SPLITS])
         qa = [_cell(mine, metric="qa_exact_match", split=s, attribute="mean") or NONE for s in SPLITS]
-        rows.append([labels[run.path], *mem, *qa])
+        rows.append([labels[run.path], bios, *mem, *qa])
     if not rows:
         return None
-    header = ["data", "BIO completion P_train", "BIO completion P_test", "verbatim P_train",
-              "verbatim P_test", "exact prefix P_train (tokens)", "QA P_train", "QA P_test"]  # fmt: skip
+    header = ["data", "bios train/test", "BIO completion P_train", "BIO completion P_test",
+              "verbatim P_train", "verbatim P_test", "exact prefix P_train (tokens)", "QA P_train",
+              "QA P_test"]  # fmt: skip
     return md_table(header, rows)
 
 
@@ -158,7 +221,7 @@ def task_table(report: Report, experiment: str) -> str | None:
             test = find(cells, metric="task_answer", split="test") or {}
             hint = find(cells, metric="task_answer_with_hint", split="test") or {}
             items = [find(cells, metric="task_items", split=s) for s in ("train", "test")]
-            counts = "/".join(str(i["value"]) if i else "?" for i in items)
+            counted = "/".join(str(i["value"]) if i else "?" for i in items)
             values = (
                 [MISSING] * 6
                 if test.get("note")
@@ -173,7 +236,7 @@ def task_table(report: Report, experiment: str) -> str | None:
             )
             paper = [fmt(c.get("paper_value"), NONE) if c else "" for c in (test, hint)]
             how = test.get("finetune") or ""
-            rows.append([labels[run.path], label, how, counts, info.get("hint_prob", ""), *values, *paper])
+            rows.append([labels[run.path], label, how, counted, info.get("hint_prob", ""), *values, *paper])
     if not rows:
         return None
     header = ["data", "task run", "trained", "items train/test", "hint_prob", "P_train", "P_test",
@@ -209,43 +272,155 @@ def knowledge_sections(report: Report, experiment: str) -> list[str]:
     return parts
 
 
-def render_markdown(report: Report, figures: dict, heatmaps: dict) -> str:
-    """The whole report.md; ``figures``: experiment -> QA bar chart, ``heatmaps``: (run, probe) -> pngs."""
-    parts = [
-        "# biolab report",
-        f"Root `{report.root}`. Percents. Ours are read from the finished stage folders; the paper's "
-        "(GPT2-124M on 100k people, arXiv v3 figures) from `biolab/data/paper_numbers.csv`. "
-        f"diff = ours - paper; `{MISSING}`: our number could not be read (see below); `{NONE}`: the paper "
-        "reports none. Probe tables: last layer, P_test people; `majority` is the most common class; "
-        "p_fast/q_fast are linear probes on frozen states, the paper's (p_paper/q_paper) also train a "
-        "low-rank embedding update. Part 3.2 (tasks, memorization) is read against the paper's statements "
-        "(`biolab/data/paper_statements.tsv`).",
+def setting_text(s: dict) -> str:
+    """One run's size in words: ``scale tiny: 200 people, model `tiny`, 1,000 pretraining steps``."""
+    params = f" ({s['params']:,} parameters without embeddings)" if s.get("params") else ""
+    overrides = s.get("overrides")
+    given = ""
+    if overrides is not None:  # a manifest filed before overrides were recorded says nothing here
+        given = f"; overrides beyond scale {s.get('scale') or '?'}: " + (
+            ", ".join(f"`{o}`" for o in overrides) or "none"
+        )
+    model = f"model `{s.get('model') or '?'}`{params}"
+    return f"scale {s.get('scale') or '?'}: {number(s.get('people'))} people, {model}, " + (
+        f"{number(s.get('steps'))} pretraining steps{given}"
+    )
+
+
+def setting_lines(report: Report, experiment: str) -> str:
+    """The experiment's settings, one line per distinct one (naming its runs when there are several)."""
+    labels = run_labels(report.runs)
+    groups: dict[str, list[str]] = {}
+    for run in (r for r in report.runs if r.experiment == experiment):
+        groups.setdefault(setting_text(report.settings.get(run.path, {})), []).append(labels[run.path])
+    lines = [
+        f"- {text}" + (f" ({', '.join(names)})" if len(groups) > 1 else "") for text, names in groups.items()
     ]
+    return "**Setting**:\n" + "\n".join(lines)
+
+
+def compares_with_paper(report: Report, experiment: str) -> bool:
+    return any(
+        r["experiment"] == experiment and (r["paper_value"] is not None or r["metric"] == "paper_statement")
+        for r in report.rows
+    )
+
+
+def like_for_like_warning(report: Report, experiment: str) -> str | None:
+    """A warning when the experiment's numbers are set beside the paper's from another setting: other
+    people, model or steps than the paper's, or the paper scale changed by overrides."""
+    if not compares_with_paper(report, experiment):
+        return None
+    gaps: dict[str, None] = {}
+    overridden = False
+    for run in (r for r in report.runs if r.experiment == experiment):
+        setting = report.settings.get(run.path, {})
+        gaps.update(dict.fromkeys(paper_gaps(setting, run.data)))
+        overridden = overridden or bool(setting.get("overrides"))
+    if gaps:
+        return (f"> **Not like for like with the paper**: {'; '.join(gaps)}. Read ours against the paper's "
+                "by direction and ranking, not by level.")  # fmt: skip
+    if overridden:
+        return ("> **Check before comparing**: the paper's setting, changed by the overrides above; the "
+                "paper's numbers hold only if they do not touch what its figure measured.")  # fmt: skip
+    return None
+
+
+def duration(seconds) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def short_commit(sha) -> str:
+    """The first 10 hex digits, keeping the ``+dirty`` mark of a checkout with local changes."""
+    if not sha:
+        return "?"
+    sha = str(sha)
+    return sha[:10] + ("+dirty" if sha.endswith("+dirty") else "")
+
+
+def provenance_table(report: Report, experiment: str) -> str | None:
+    """Each stage folder of the experiment once (with the datasets using it): commit, device, time."""
+    labels = run_labels(report.runs)
+    stages: dict[str, dict] = {}
+    for run in (r for r in report.runs if r.experiment == experiment):
+        for st in report.provenance.get(run.path, []):
+            entry = stages.setdefault(st["folder"], {**st, "runs": []})
+            entry["runs"].append(labels[run.path])
+    if not stages:
+        return None
+    rows = []
+    for folder, st in stages.items():
+        time = duration(st["seconds"]) + ("" if st["status"] == "done" else f" ({st['status']})")
+        used_by = ", ".join(dict.fromkeys(st["runs"]))
+        rows.append([st["stage"], used_by, f"`{folder}`", short_commit(st["git_commit"]), st["device"] or "?",
+                     time])  # fmt: skip
+    total = sum(st["seconds"] for st in stages.values() if isinstance(st["seconds"], int | float))
+    table = md_table(["stage", "data", "folder", "commit", "device", "wall time"], rows)
+    return f"{table}\n\nWall time of these {len(stages)} stages, each counted once: {duration(total)}."
+
+
+def figure_sections(report: Report, experiment: str, heatmaps: dict, curves: dict) -> list[str]:
+    """Each pretraining's curves and each probe's heatmaps, inline."""
+    labels = run_labels(report.runs)
+    runs = [r for r in report.runs if r.experiment == experiment]
+    parts = []
+    drawn: dict[str, list[str]] = {}
+    for run in runs:
+        if curves.get(run.path):
+            drawn.setdefault(curves[run.path], []).append(labels[run.path])
+    if drawn:
+        images = [f"![pretraining of {', '.join(names)}: loss and BIO first-token accuracy]({path})"
+                  for path, names in drawn.items()]  # fmt: skip
+        parts += ["### Training curves (pretraining loss; BIO first-token accuracy when evaluated)",
+                  "\n\n".join(images)]  # fmt: skip
+    blocks = [
+        f"**{labels[run.path]} / {probe}**\n\n"
+        + "\n".join(f"![{labels[run.path]} {probe} {p.rsplit('/', 1)[-1][:-4]}]({p})" for p in paths)
+        for run in runs
+        for probe in run.probes()
+        if (paths := heatmaps.get((run.path, probe)))
+    ]
+    if blocks:
+        parts += ["### Probe heatmaps", "\n\n".join(blocks)]
+    return parts
+
+
+def experiment_header(report: Report, experiment: str) -> list[str]:
+    runs = [r for r in report.runs if r.experiment == experiment]
+    scales = ", ".join(sorted({str(r.get("scale")) for r in runs}))
+    warning = like_for_like_warning(report, experiment)
+    return [f"## Experiment `{experiment}` (scale {scales})", setting_lines(report, experiment),
+            *([warning] if warning else [])]  # fmt: skip
+
+
+def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict | None = None) -> str:
+    """The whole report.md; ``figures``: experiment -> QA bar chart, ``heatmaps``: (run, probe) -> pngs,
+    ``curves``: run path -> its pretraining's curves."""
+    parts = ["# biolab report", INTRO.format(root=report.root)]
     if report.notes:
         parts.append(f"## Missing or unfinished ({len(report.notes)})")
         parts.append("\n".join(f"- {n}" for n in report.notes))
-    labels = run_labels(report.runs)
     for exp in sorted({r.experiment for r in report.runs}):
         runs = [r for r in report.runs if r.experiment == exp]
-        scales = ", ".join(sorted({str(r.get("scale")) for r in runs}))
-        parts.append(f"## Experiment `{exp}` (scale {scales})")
+        parts += experiment_header(report, exp)
         if any(r.has_qa for r in runs):
             parts += ["### QA exact match, mean over attributes", qa_mean_table(report, exp),
                       spearman_line(report, exp)]  # fmt: skip
             if figures.get(exp):
                 parts.append(f"![P_test QA accuracy, ours vs the paper]({figures[exp]})")
-            parts += ["### QA exact match on P_test, per attribute", qa_attribute_table(report, exp)]
+            parts += ["### QA exact match on P_test, per attribute", QA_ATTRIBUTE_NOTE,
+                      qa_attribute_table(report, exp)]  # fmt: skip
         for metric, position, title in PROBE_TABLES:
             table = probe_table(report, exp, metric, position)
             if table:
                 parts += [f"### {title}", table]
         parts += knowledge_sections(report, exp)
-        links = [
-            f"- {labels[run.path]} / {probe}: " + ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})" for p in paths)
-            for run in runs
-            for probe in run.probes()
-            if (paths := heatmaps.get((run.path, probe)))
-        ]
-        if links:
-            parts += ["### Probe heatmaps", "\n".join(links)]
+        parts += figure_sections(report, exp, heatmaps, curves or {})
+        provenance = provenance_table(report, exp)
+        if provenance:
+            parts += ["### Provenance (each stage's status.json)", provenance]
     return "\n\n".join(parts) + "\n"

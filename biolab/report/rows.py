@@ -1,8 +1,13 @@
 """The report's rows: one long-format row per number (percents, like the paper), the Report that
-holds them, and the lookups and statistics the tables and figures share."""
+holds them, and the lookups and statistics the tables and figures share.
+
+A row that is an accuracy over a count of people, questions, items or bios carries that count ``n``
+and its 95% Wilson interval (``ci_low``, ``ci_high``, percents): sampling error of the people only,
+not of seeds or training runs."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,9 +16,17 @@ import numpy as np
 from biolab.data.people import ATTRIBUTES
 from biolab.pipeline.manifest import Run, StageMissing
 
-COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute", "task",
-           "metric", "position", "value", "paper_value", "paper_source", "note")  # fmt: skip
+RESULT_COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute",
+                  "task", "metric", "position", "value", "paper_value", "paper_source", "note")  # fmt: skip
+STAT_COLUMNS = ("n", "ci_low", "ci_high")
+# appended after the first columns: a reader of the older results.csv finds its columns where they were
+COLUMNS = (*RESULT_COLUMNS, *STAT_COLUMNS)
 QA_ATTRIBUTES = (*ATTRIBUTES, "mean")
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+# The paper's setting (P3.1 App. C): 100k people, GPT-2 with rotary, 80k steps on bioS; bioR used the
+# larger model and 150k steps. A run elsewhere is compared by direction, not by level.
+PAPER_PEOPLE = 100_000
+PAPER_SETTING = {"bioS": ("gpt2_rotary_124m", 80_000), "bioR": ("gpt2_rotary_302m", 150_000)}
 
 
 @dataclass
@@ -23,6 +36,8 @@ class Report:
     rows: list[dict]
     notes: list[str] = field(default_factory=list)  # one per missing stage, shown at the top
     probe_data: dict = field(default_factory=dict)  # (run path, probe) -> probes.csv rows, for heatmaps
+    settings: dict = field(default_factory=dict)  # run path -> people, steps, model, overrides (run_setting)
+    provenance: dict = field(default_factory=dict)  # run path -> its stages' status.json facts
 
 
 def pct(x) -> float | None:
@@ -32,11 +47,40 @@ def pct(x) -> float | None:
         return None
 
 
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` seen in ``n`` trials (fractions): unlike
+    p +- z*se it stays inside [0, 1] and does not collapse to a point at 0% or 100%."""
+    if n <= 0:
+        raise ValueError(f"wilson needs n >= 1, got {n}")
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def count(n) -> int | None:
+    """A count as written (int, "50", 50.0), or None for an absent or unusable one."""
+    try:
+        n = int(float(n))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if n > 0 else None
+
+
+def stats(value: float | None, n, interval: bool = True) -> dict:
+    """``n`` and, for a percent ``value`` that is a proportion, its 95% Wilson interval (percents)."""
+    n = count(n)
+    if n is None or value is None or not interval:
+        return {"n": n, "ci_low": None, "ci_high": None}
+    low, high = wilson(min(max(value / 100, 0.0), 1.0), n)
+    return {"n": n, "ci_low": pct(low), "ci_high": pct(high)}
+
+
 def row(run: Run, **kw) -> dict:
     base = {"experiment": run.experiment, "scale": run.get("scale"), "run": run.name, "data": run.data,
             "model": run.get("model"), "finetune": run.get("finetune"), "split": "", "probe": "",
             "attribute": "", "task": "", "metric": "", "position": "", "value": None, "paper_value": None,
-            "paper_source": "", "note": ""}  # fmt: skip
+            "paper_source": "", "note": "", "n": None, "ci_low": None, "ci_high": None}  # fmt: skip
     return {**base, **kw}
 
 
@@ -79,8 +123,28 @@ def qa_means(report: Report, experiment: str) -> list[dict]:
             "finetune": run.get("finetune"), "qa_ratio": run.get("qa_ratio"), "train": train.get("value"),
             "test": ours, "paper": paper, "diff": diff,
             "paper_source": test.get("paper_source", ""), "note": test.get("note", ""),
+            "train_row": train, "test_row": test,  # their n and intervals
         })  # fmt: skip
     return out
+
+
+def paper_gaps(setting: dict, data: str) -> list[str]:
+    """How a run's setting differs from the paper's (people, model, pretraining steps); an unknown
+    fact counts as a difference, since the comparison cannot be shown to be like for like."""
+    model, steps = PAPER_SETTING["bioR" if data.startswith("bioR") else "bioS"]
+    gaps = []
+    if setting.get("people") != PAPER_PEOPLE:
+        gaps.append(f"{number(setting.get('people'))} people (paper: {PAPER_PEOPLE:,})")
+    if setting.get("model") != model:
+        gaps.append(f"model {setting.get('model') or '?'} (paper: {model})")
+    if setting.get("steps") != steps:
+        gaps.append(f"{number(setting.get('steps'))} pretraining steps (paper: {steps:,})")
+    return gaps
+
+
+def number(n) -> str:
+    """A count with thousands separators, ``?`` when it could not be read."""
+    return "?" if n is None else f"{n:,}"
 
 
 def spearman(x, y) -> float:

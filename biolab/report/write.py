@@ -1,4 +1,5 @@
-"""``ROOT/report``: report.md, results.csv and figures, written in one atomic swap."""
+"""``ROOT/report``: report.md, results.csv and figures (the QA bars, each pretraining's curves, the
+probe heatmaps), written in one atomic swap."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 
 from biolab.errors import ConfigError
 from biolab.io import atomic_dir, atomic_write_text
-from biolab.pipeline.manifest import probe_images
+from biolab.pipeline.manifest import StageMissing, check_stage, probe_images
 from biolab.probe.plots import plot_probe_run
 from biolab.report.collect import collect
 from biolab.report.markdown import render_markdown
 from biolab.report.plots import plot_qa_vs_paper
 from biolab.report.rows import COLUMNS, Report
+from biolab.train.curves import plot_training, read_metrics
 
 
 def results_csv(rows: list[dict]) -> str:
@@ -22,7 +24,7 @@ def results_csv(rows: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+        w.writerow({k: "" if r.get(k) is None else r[k] for k in COLUMNS})
     return buf.getvalue()
 
 
@@ -53,8 +55,9 @@ def build_report(root: str | Path, experiments: str | list[str] | None = None, o
             path = plot_qa_vs_paper(report, exp, tmp / "figures" / exp / "qa_vs_paper.png")
             figures[exp] = path.relative_to(tmp).as_posix() if path else None
         heatmaps = _heatmaps(report, tmp)
+        curves = training_curves(report, tmp)
         atomic_write_text(tmp / "results.csv", results_csv(report.rows))
-        atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps))
+        atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps, curves))
     return out / "report.md", report
 
 
@@ -75,4 +78,29 @@ def _heatmaps(report: Report, tmp: Path) -> dict:
             else:
                 paths = plot_probe_run(rows, dest)
             made[(run.path, probe)] = [p.relative_to(tmp).as_posix() for p in paths]
+    return made
+
+
+def training_curves(report: Report, tmp: Path) -> dict:
+    """Run path -> its pretraining's curves (loss, BIO first-token accuracy) relative to the report,
+    drawn from the stage's metrics.jsonl once per folder and experiment; none for a pretraining that
+    is not done (its numbers are flagged already) or logged no loss."""
+    made: dict = {}
+    drawn: dict = {}
+    for run in report.runs:
+        rel = run.manifest["stages"].get("pretrain")
+        try:
+            folder = check_stage(run, rel, "pretrain")
+        except StageMissing:
+            continue
+        key = (run.experiment, folder)
+        if key not in drawn:
+            try:
+                logged = any("loss" in r for r in read_metrics(folder))
+            except (OSError, ValueError):  # a half-written log draws nothing rather than stop the report
+                logged = False
+            out = tmp / "figures" / run.experiment / run.name / "training.png"
+            drawn[key] = plot_training(folder, out).relative_to(tmp).as_posix() if logged else None
+        if drawn[key]:
+            made[run.path] = drawn[key]
     return made
