@@ -157,6 +157,19 @@ TINY_RUN = ["experiment=demo", "data.n_people=24", "train.steps=4", "train.batch
             "finetune.train.wandb=disabled"]  # fmt: skip
 
 
+def unusable_out(tmp_path, case: str, name: str):
+    """(out, expected error) for an ``out`` a training script must refuse: a folder holding something
+    that is not a run (``not_a_run``), or a path under a regular file (``unwritable``)."""
+    if case == "not_a_run":
+        out = tmp_path / "other"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        return out, "is not empty and holds no training run"
+    # tests run as root, so a read-only folder would not stop them: a file as the parent does
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / name, "is not writable"
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A real `experiment=demo` root at toy size, made by the pipeline (not by hand), with its report."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -239,13 +240,7 @@ def test_finetune_passes_wandb_meta(pretrained, tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", ["not_a_run", "unwritable"])
 def test_cli_refuses_an_unusable_out_in_one_line(pretrained, tmp_path, case):
     root, _ = pretrained
-    if case == "not_a_run":
-        out, message = tmp_path / "other", "is not empty and holds no training run"
-        out.mkdir()
-        (out / "notes.txt").write_text("mine")
-    else:  # tests run as root, so a read-only folder would not stop them: a file as the parent does
-        (tmp_path / "file").write_text("")
-        out, message = tmp_path / "file" / "ft", "is not writable"
+    out, message = unusable_out(tmp_path, case, "ft")
     args = [f"pretrained={root / 'model'}", f"out={out}", "finetune.train.steps=1", "eval.max_people=2",
             "finetune.train.wandb=disabled", "progress=false"]  # fmt: skip
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), *args], capture_output=True,

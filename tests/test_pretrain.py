@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -263,13 +264,7 @@ def test_a_folder_that_is_not_a_run_is_refused(corpus, tmp_path):
 
 @pytest.mark.parametrize("case", ["not_a_run", "unwritable"])
 def test_cli_refuses_an_unusable_out_in_one_line(tmp_path, case):
-    if case == "not_a_run":
-        out, message = tmp_path / "other", "is not empty and holds no training run"
-        out.mkdir()
-        (out / "notes.txt").write_text("mine")
-    else:  # tests run as root, so a read-only folder would not stop them: a file as the parent does
-        (tmp_path / "file").write_text("")
-        out, message = tmp_path / "file" / "run", "is not writable"
+    out, message = unusable_out(tmp_path, case, "run")
     r = cli(out, launcher=[sys.executable])
     assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
