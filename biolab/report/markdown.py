@@ -360,7 +360,10 @@ def provenance_table(report: Report, experiment: str) -> str | None:
                      time])  # fmt: skip
     total = sum(st["seconds"] for st in stages.values() if isinstance(st["seconds"], int | float))
     table = md_table(["stage", "data", "folder", "commit", "device", "wall time"], rows)
-    return f"{table}\n\nWall time of these {len(stages)} stages, each counted once: {duration(total)}."
+    return (
+        f"{table}\n\nSum of these {len(stages)} stages' own wall times, each counted once: "
+        f"{duration(total)} (stages of parallel jobs overlap, so a command can take less)."
+    )
 
 
 def figure_sections(report: Report, experiment: str, heatmaps: dict, curves: dict) -> list[str]:
