@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -137,19 +138,22 @@ def test_cli_and_two_process_accelerate_match_one_process(tmp_path):
     shutil.rmtree(tmp_path / "two" / "checkpoints", ignore_errors=True)
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["model=nope"], "unknown model preset 'nope'"),
-        (["train.ctx=1024"], "train.ctx=1024 exceeds model.max_positions=512"),
-        (["train.batch_size=5", "train.micro_batch_size=2"], "not a multiple of train.micro_batch_size=2"),
-        (["data_dir=/nonexistent"], "not a biolab dataset"),
-    ],
-)
-def test_cli_bad_input(tmp_path, extra, message):
-    r = cli(tmp_path / "run", extra=extra, launcher=[sys.executable])
-    assert r.returncode != 0 and message in r.stderr and r.stderr.startswith("error:"), r.stderr
-    assert not (tmp_path / "run").exists()
+BAD_INPUT = [
+    (["model=nope"], "unknown model preset 'nope'"),
+    (["train.ctx=1024"], "train.ctx=1024 exceeds model.max_positions=512"),
+    (["train.batch_size=5", "train.micro_batch_size=2"], "not a multiple of train.micro_batch_size=2"),
+    (["data_dir=/nonexistent"], "not a biolab dataset"),
+]
+
+
+def test_cli_bad_input(tmp_path):
+    # one process per core: each spends seconds importing torch before its one-line answer
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda i: cli(tmp_path / f"run{i}", extra=BAD_INPUT[i][0],
+                                              launcher=[sys.executable]), range(len(BAD_INPUT))))  # fmt: skip
+    for i, ((extra, message), r) in enumerate(zip(BAD_INPUT, results, strict=True)):
+        assert r.returncode != 0 and message in r.stderr and r.stderr.startswith("error:"), (extra, r.stderr)
+        assert not (tmp_path / f"run{i}").exists()
 
 
 def strict_rows(path):
