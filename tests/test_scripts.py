@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -175,15 +176,15 @@ def test_pretrain_then_finetune_grid_then_evaluate_then_probe(tmp_path):
     r = run("generate.py", "data=bioS_multi2", "data.n_people=20", f"out={tmp_path / 'other'}")
     assert r.returncode == 0, r.stderr
     other = [f"model_dir={model}", f"data_dir={tmp_path / 'other'}", "split=test", f"out={tmp_path / 'ev2'}"]
-    r = run("evaluate.py", *other)
-    assert r.returncode == 2 and "not on data_dir's 'bioS_multi2'" in r.stderr and r.stderr.count("\n") == 1
-    assert not (tmp_path / "ev2").exists()
-    r = run("evaluate.py", *other, "allow_other_data=true")
-    assert r.returncode == 0 and "warning: " in r.stderr, r.stderr
-    with open(tmp_path / "other" / "qa.jsonl", "a") as f:  # a damaged dataset is refused before work
+    damaged = tmp_path / "damaged"  # a damaged dataset is refused before work
+    shutil.copytree(tmp_path / "other", damaged)
+    with open(damaged / "qa.jsonl", "a") as f:
         f.write("{}\n")
-    r = run("evaluate.py", *other, "allow_other_data=true")
-    assert r.returncode == 2 and "sha256 mismatch" in r.stderr, r.stderr
+    on_damaged = ["evaluate.py", *other[:1], f"data_dir={damaged}", "allow_other_data=true"]
+    mixed, broken = run_all([(["evaluate.py", *other], None), (on_damaged, None)])
+    assert mixed.returncode == 2 and "not on data_dir's 'bioS_multi2'" in mixed.stderr, mixed.stderr
+    assert mixed.stderr.count("\n") == 1 and not (tmp_path / "ev2").exists()  # allow_other_data: test_model
+    assert broken.returncode == 2 and "sha256 mismatch" in broken.stderr, broken.stderr
     r = run("probe.py", f"model_dir={tmp_path / 'pre' / 'model'}", f"data_dir={tmp_path / 'pre' / 'data'}",
             "probe=q_fast", "probe.linear.epochs=2", f"out={tmp_path / 'q'}")  # fmt: skip
     assert r.returncode == 0, r.stderr
