@@ -13,3 +13,18 @@ def test_pretrain_bench_reports_all_three_loops(tmp_path):
     )
     assert set(result["tokens_per_s"]) == {"biolab", "hf_trainer", "plain_torch"}
     assert all(v > 0 for v in result["tokens_per_s"].values())
+
+
+def test_cpu_step_bench_times_each_variant_and_names_the_biggest_ops(tmp_path):
+    from biolab.train.bench import STEP_VARIANTS, bench_cpu_step
+
+    corpus = Corpus(prepare_corpus(tmp_path, DataConfig(n_people=40), vocab_size=300))
+    model = ModelConfig(name="test", n_layer=1, n_head=2, d_model=32, max_positions=64)
+    cfg = TrainConfig(steps=2, batch_size=2, ctx=16, warmup_steps=1, log_every=1)
+    plain = [v for v in STEP_VARIANTS if not v[3]]  # compiling takes a minute
+    result = bench_cpu_step(corpus, model, cfg, warmup=1, threads=(1,), top_ops=3, variants=plain)
+    assert set(result["ms_per_step"]["1 threads"]) == {v[0] for v in plain}
+    assert all(v > 0 for v in result["ms_per_step"]["1 threads"].values())
+    assert set(result["top_ops_pct_of_cpu_time"]) == {"fp32 sdpa", "bf16 eager"}
+    assert all(len(o) == 3 for o in result["top_ops_pct_of_cpu_time"].values())
+    assert result["our_loop_bf16_over_fp32"] > 0

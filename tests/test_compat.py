@@ -41,20 +41,31 @@ def planned_runs(base: list[str]) -> list[dict]:
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+SCALES = sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml"))
+# Redefined on purpose since the golden was made (its old keys no longer apply): experiment -> why.
+REDEFINED = {"demo": "issue 19: 400 people, 10 values per attribute, bf16, with a Q-probe"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_shipped_experiment_plans_valid_stages_with_the_keys_of_before(experiment):
     golden = json.loads((GOLDEN / "stage_keys.json").read_text())
-    for scale in ("tiny", "small", "paper"):
+    for scale in SCALES:
         runs = planned_runs([f"experiment={experiment}", f"scale={scale}"])
         assert {(r["experiment"], r["scale"]) for r in runs} == {(experiment, scale)}
         validate_plan(runs)  # every stage's typed check, as before any work
         assert all(r["paper"] and any(r["paper"].values()) for r in runs)  # each names its paper numbers
         ours = {r["run"]: r["stages"] for r in runs}
         theirs = {k.split("/", 2)[2]: v for k, v in golden.items() if k.startswith(f"{experiment}/{scale}/")}
-        assert ours == theirs, f"{experiment} at scale {scale} plans other stage keys than before"
+        if theirs and experiment not in REDEFINED:  # new experiments and scales have no golden
+            assert ours == theirs, f"{experiment} at scale {scale} plans other stage keys than before"
+
+
+def test_the_golden_still_covers_the_experiments_it_was_made_for():
+    golden = json.loads((GOLDEN / "stage_keys.json").read_text())
+    made_for = {k.split("/", 1)[0] for k in golden}
+    assert made_for - set(REDEFINED) <= set(EXPERIMENTS)
+    assert {k.split("/", 2)[1] for k in golden} == {"tiny", "small", "paper"}
 
 
 def copy_old_root(root: Path) -> None:

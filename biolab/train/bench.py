@@ -104,3 +104,85 @@ def bench_pretrain(
         "tokens_per_s": {k: int(np.median(v)) for k, v in runs.items()},
         "tokens_per_s_runs": runs,
     }
+
+
+# (name, autocast dtype or None, attention implementation, torch.compile)
+STEP_VARIANTS = (
+    ("fp32 sdpa", None, "sdpa", False),
+    ("fp32 eager", None, "eager", False),
+    ("bf16 sdpa", torch.bfloat16, "sdpa", False),
+    ("bf16 eager", torch.bfloat16, "eager", False),
+    ("bf16 eager compiled", torch.bfloat16, "eager", True),
+)
+
+
+def _step_fn(model, opt, x, dtype, grad_clip: float):
+    def step():
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_cpu_step(
+    corpus: Corpus,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    warmup: int = 5,
+    threads=(1, 2),
+    top_ops: int = 8,
+    variants=STEP_VARIANTS,
+) -> dict:
+    """ms per training step of the plain loop under each STEP_VARIANTS entry and thread count, the
+    biggest ops of an fp32 and a bf16 step (share of CPU time), and our loop in fp32 vs bf16."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.from_numpy(_windows(corpus, replace(cfg, steps=1)))
+    ms: dict[str, dict[str, float]] = {}
+    ops: dict[str, dict[str, float]] = {}
+    before = torch.get_num_threads()
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            for name, dtype, attn, compiled in variants:
+                model = _fresh_model(corpus, model_cfg, cfg).train()
+                model.set_attn_implementation(attn)
+                opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)
+                step = _step_fn(torch.compile(model) if compiled else model, opt, x, dtype, cfg.grad_clip)
+                for _ in range(warmup):
+                    step()
+                start = time.perf_counter()
+                for _ in range(cfg.steps):
+                    step()
+                ms.setdefault(f"{n} threads", {})[name] = round(
+                    1000 * (time.perf_counter() - start) / cfg.steps, 1
+                )
+                if n == threads[0] and name in ("fp32 sdpa", "bf16 eager"):
+                    with profile(activities=[ProfilerActivity.CPU]) as prof:
+                        for _ in range(3):
+                            step()
+                    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+                    total = sum(e.self_cpu_time_total for e in events)
+                    ops[name] = {
+                        e.key: round(100 * e.self_cpu_time_total / total, 1) for e in events[:top_ops]
+                    }
+        torch.set_num_threads(threads[0])
+        loop = {
+            p: round(bench_ours(corpus, model_cfg, replace(cfg, precision=p), warmup)) for p in ("no", "bf16")
+        }
+    finally:
+        torch.set_num_threads(before)
+    return {
+        "model": model_cfg.name,
+        "batch_size": cfg.batch_size,
+        "ctx": cfg.ctx,
+        "steps_timed": cfg.steps,
+        "ms_per_step": ms,
+        "top_ops_pct_of_cpu_time": ops,
+        f"our_loop_tokens_per_s_{threads[0]}_thread": {"fp32": loop["no"], "bf16": loop["bf16"]},
+        "our_loop_bf16_over_fp32": round(loop["bf16"] / loop["no"], 2),
+    }

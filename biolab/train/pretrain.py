@@ -130,10 +130,17 @@ def make_stream(corpus: Corpus, cfg: TrainConfig, qa_texts: TextSet | None = Non
 
 
 def mixed_precision(cfg: TrainConfig) -> str:
-    """accelerate's mixed_precision for ``cfg.precision`` on this machine."""
+    """The mixed precision ``cfg.precision`` means on this machine."""
     if cfg.precision == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
     return cfg.precision
+
+
+def cpu_autocast(cfg: TrainConfig) -> bool:
+    """bf16 on a machine without CUDA: our own ``torch.autocast`` rather than accelerate's, whose
+    precision is process-wide state (a bf16 pretraining, then an fp32 finetune in the same process
+    would be refused)."""
+    return mixed_precision(cfg) == "bf16" and not torch.cuda.is_available()
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -249,7 +256,9 @@ def train(
     cfg.validate()
     meta = check_wandb_meta(wandb_meta)
     check_run_dir(run_dir, overwrite)
-    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(cfg))
+    on_cpu_bf16 = cpu_autocast(cfg)
+    accelerator = accelerator or Accelerator(mixed_precision="no" if on_cpu_bf16 else mixed_precision(cfg))
+    on_cpu_bf16 = on_cpu_bf16 and accelerator.device.type == "cpu"
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
     work = _work_dir(accelerator, run_dir, overwrite)
     started = time.time()
@@ -261,6 +270,10 @@ def train(
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = make_model()
+    if on_cpu_bf16:
+        # Measured on a 2-core AVX-512 BF16 CPU (tiny model, 32 x 128, one thread): eager attention
+        # under bf16 autocast 365 ms/step against 444 for SDPA's CPU flash kernel and 558 in fp32.
+        model.set_attn_implementation("eager")
     n_params = count_parameters(model, embeddings=False)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -310,7 +323,9 @@ def train(
                 part.setdefault("labels", part["input_ids"])
                 sync = nullcontext() if m == n_micro - 1 else accelerator.no_sync(model)
                 with sync:
-                    with accelerator.autocast():
+                    with (
+                        torch.autocast("cpu", dtype=torch.bfloat16) if on_cpu_bf16 else accelerator.autocast()
+                    ):
                         loss = model(**part).loss / n_micro
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
