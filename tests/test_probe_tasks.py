@@ -74,3 +74,19 @@ def test_bad_entry_and_too_few_people(dataset):
         load_probe_data(out, tok, entry=2)
     with pytest.raises(ConfigError, match="at least 4"):
         load_probe_data(out, tok, max_people=2)
+
+
+def test_several_entries_load_person_by_person_with_shared_classes(dataset):
+    out, tok = dataset
+    both = load_probe_data(out, tok, entry=[0, 1])
+    first, second = load_probe_data(out, tok, entry=0), load_probe_data(out, tok, entry=1)
+    assert (
+        both.entry.tolist() == [0, 1] * 30
+        and both.person_id.tolist() == np.repeat(first.person_id, 2).tolist()
+    )
+    for t in range(len(TASKS)):
+        for i in range(30):
+            for row, single in ((2 * i, first), (2 * i + 1, second)):
+                assert both.classes[t][both.labels[row, t]] == single.classes[t][single.labels[i, t]]
+    kept = both.take(np.flatnonzero(both.entry == 1))
+    assert kept.names == second.names and (kept.spans == second.spans).all()

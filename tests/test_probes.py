@@ -79,6 +79,22 @@ def test_entry_split_trains_on_one_entry_and_tests_on_another(run, tmp_path):
     assert {r["n"] for r in rows} == {40} and {r["n_train"] for r in rows} == {40}
 
 
+def test_train_entries_adds_training_rows_and_tests_the_same_rows(run, tmp_path):
+    one = run_probe(
+        run / "model", run / "data", fast(controls=[], max_positions=0), tmp_path / "1", plots=False
+    )
+    both = run_probe(run / "model", run / "data", fast(controls=[], max_positions=0, train_entries=None),
+                     tmp_path / "2", plots=False)  # fmt: skip
+    assert {r["n_train"] for r in one} == {20} and {r["n_train"] for r in both} == {40}  # 2 entries each
+    assert {r["n"] for r in one} == {r["n"] for r in both} == {20}  # P_test's entry 0 in both
+    assert [r["majority"] for r in one] == [r["majority"] for r in both]
+    q = run_probe(run / "model", run / "data", fast(kind="q_fast", controls=[], train_entries=None),
+                  tmp_path / "q", plots=False)  # fmt: skip
+    assert {r["n_train"] for r in q} == {20}  # the name alone: one row per person
+    with pytest.raises(ConfigError, match="train_entries"):
+        ProbeConfig.from_dict({"kind": "p_paper", "train_entries": 2})
+
+
 @pytest.mark.parametrize("kind", ["p_paper", "q_paper"])
 def test_the_papers_probes_run_per_task_and_position(run, tmp_path, kind):
     cfg = ProbeConfig(kind=kind, steps=3, probe_batch=8, tasks=["birth_date.first", "company.whole"],

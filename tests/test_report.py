@@ -478,3 +478,20 @@ def test_the_report_only_reads_the_stage_folders(fake_root):
     before = snapshot()
     write_report(fake_root)
     assert snapshot() == before
+
+
+def test_the_probe_reading_states_the_s0_means_of_ours_and_the_majority(fake_root):
+    md = write_report(fake_root)
+    rows = results(md.parent)
+    text = md.read_text()
+    reading = text[text.index("### Where the attributes are stored") : text.index("### P-probe, first token")]
+    later = ("birth_city", "university", "major", "company", "company_city")
+    for data in FAKE_DATASETS:
+        where = dict(run=data, position="s0")
+        ours = [
+            float(one(rows, metric="pprobe_first_token_acc", attribute=a, **where)["value"]) for a in later
+        ]
+        majority = [float(one(rows, metric="pprobe_first_token_majority", attribute=a, **where)["value"])
+                    for a in later]  # fmt: skip
+        line = next(ln for ln in reading.splitlines() if ln.startswith(f"- `{data}"))
+        assert f"at s0 {sum(ours) / 5:.1f}% on average (majority {sum(majority) / 5:.1f}%" in line

@@ -6,6 +6,9 @@ paper's trained probes with an embedding update, see paper_probes). The probe's 
 P_train, its test people P_test (the paper does not say; ``split: person`` is our choice, the same
 split as QA, so a probe is scored on people whose attributes it never saw as labels).
 ``split: entry`` trains on entry 0 and tests on entry 1 of the same people (multi-entry data only).
+``train_entries: k`` (p_fast) trains on the first k entries of each P_train person (null: all it
+has; single data has one) and still tests on entry ``entry`` of P_test: more rows per class where
+the data has them, at the same test.
 
 Controls: ``shuffled`` (training labels permuted across people), ``random_init`` (the same probe on
 an untrained model of the same shape), and the majority class in every row.
@@ -33,6 +36,7 @@ from biolab.probe.states import cached_states, collect_states, model_fingerprint
 from biolab.probe.tasks import (
     TASKS,
     ProbeData,
+    entries_per_person,
     load_probe_data,
     query_inputs,
     special_positions,
@@ -55,6 +59,7 @@ class ProbeConfig:
     max_people: int | None = 1000
     entry: int = 0
     split: str = "person"  # person (P_train -> P_test) | entry (entry 0 -> entry 1, same people)
+    train_entries: int | None = 1  # p_fast, split=person: entries per P_train person (None: all); q: 1
     max_positions: int = 128  # p_fast: token positions from the entry start (0: special only)
     batch_size: int = 64  # sequences per forward pass when reading states
     controls: list = field(default_factory=lambda: ["shuffled", "random_init"])
@@ -76,6 +81,12 @@ class ProbeConfig:
             raise ConfigError(f"probe.kind must be one of {', '.join(PROBE_KINDS)}, got {self.kind!r}")
         if self.split not in ("person", "entry"):
             raise ConfigError(f"probe.split must be person or entry, got {self.split!r}")
+        if self.train_entries is not None and self.train_entries < 1:
+            raise ConfigError(f"probe.train_entries must be >= 1 or null, got {self.train_entries}")
+        if self.train_entries != 1 and (self.kind == "p_paper" or self.split == "entry"):
+            raise ConfigError(
+                "probe.train_entries applies to p_fast with split=person (and q probes ignore it)"
+            )
         if self.end_token not in ("eos", "none"):
             raise ConfigError(f"probe.end_token must be eos or none, got {self.end_token!r}")
         bad = [c for c in self.controls if c not in CONTROLS]
@@ -167,7 +178,8 @@ def fast_probe_rows(model, tokenizer, data: ProbeData, cfg: ProbeConfig, meta: d
     mask = np.repeat(present[:, None, :], n_layers, 1).reshape(n, -1)
     y = data.labels[:, task_ids]
     if test_data is None:
-        tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+        tested = data.entry is None or data.entry == cfg.entry  # other entries only train
+        tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train & tested)
         x_tr, x_te, m_tr, m_te, y_tr, y_te = flat[tr], flat[te], mask[tr], mask[te], y[tr], y[te]
         seen_te = seen[te] if seen is not None else None
     else:  # split=entry: the same people, another entry
@@ -235,7 +247,9 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(model_dir)
     model.to(device)
-    data = load_probe_data(data_dir, tokenizer, cfg.max_people, cfg.entry)
+    data = load_probe_data(data_dir, tokenizer, cfg.max_people, probe_entries(cfg, data_dir))
+    if data.entry is not None:  # P_test is scored on `entry` alone: its other entries are not read
+        data = data.take(np.flatnonzero(data.train | (data.entry == cfg.entry)))
     test_data = load_probe_data(data_dir, tokenizer, cfg.max_people, 1) if cfg.split == "entry" else None
     meta = {"model": str(model_dir), "data": read_meta(data_dir)["config"]["name"]}
     out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +269,15 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
         plot_probe_run(rows, out)
     write_status(out, "done", started, rows=len(rows))
     return rows
+
+
+def probe_entries(cfg: ProbeConfig, data_dir) -> int | list[int]:
+    """The bio entries a probe reads: ``entry``, and for p_fast the other training entries."""
+    if cfg.kind != "p_fast" or cfg.train_entries == 1:
+        return cfg.entry
+    n = entries_per_person(data_dir)
+    wanted = range(n if cfg.train_entries is None else min(cfg.train_entries, n))
+    return sorted({cfg.entry, *wanted})
 
 
 def _asdict(cfg: ProbeConfig) -> dict:

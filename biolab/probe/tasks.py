@@ -7,7 +7,7 @@ pretraining, so bio token ``t`` sits at input index ``t + 1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ N_SPECIAL = len(ATTRIBUTES)
 
 @dataclass
 class ProbeData:
-    """One bio entry per person, with labels for every task."""
+    """Bio entries (one per person, or several: ``entry`` says which), with labels for every task."""
 
     person_id: np.ndarray  # [n]
     train: np.ndarray  # [n] bool: the person is in P_train
@@ -36,28 +36,50 @@ class ProbeData:
     names: list[str]
     labels: np.ndarray  # [n, 11] class index per task
     classes: list[list[str]]  # per task: the class names (first tokens or values)
+    entry: np.ndarray | None = None  # [n] which bio entry of its person each row is (None: all `entry`)
 
     @property
     def n_classes(self) -> np.ndarray:
         return np.array([len(c) for c in self.classes])
 
+    def take(self, rows: np.ndarray) -> ProbeData:
+        """The given rows, with the same classes (so labels keep their meaning)."""
+        return replace(
+            self, person_id=self.person_id[rows], train=self.train[rows],
+            bio_ids=[self.bio_ids[i] for i in rows], spans=self.spans[rows],
+            names=[self.names[i] for i in rows], labels=self.labels[rows],
+            entry=None if self.entry is None else self.entry[rows],
+        )  # fmt: skip
+
+
+def entries_per_person(data_dir: str | Path) -> int:
+    counts = read_meta(Path(data_dir))["counts"]
+    return counts["bios"] // counts["people"]
+
 
 def load_probe_data(
-    data_dir: str | Path, tokenizer, max_people: int | None = None, entry: int = 0
+    data_dir: str | Path, tokenizer, max_people: int | None = None, entry: int | list[int] = 0
 ) -> ProbeData:
-    """The ``entry``-th bio of the first ``max_people`` people (ids are a random order, so this is a
-    random subset with both splits), tokenized with the model's tokenizer."""
+    """The ``entry``-th bio (or each of a list of entries, person by person) of the first
+    ``max_people`` people (ids are a random order, so this is a random subset with both splits),
+    tokenized with the model's tokenizer; labels and classes are shared by all rows."""
     data_dir = Path(data_dir)
     meta = read_meta(data_dir)
-    n_entries = meta["counts"]["bios"] // meta["counts"]["people"]
-    if not 0 <= entry < n_entries:
+    n_entries = entries_per_person(data_dir)
+    entries = [entry] if isinstance(entry, int) else list(entry)
+    bad = [e for e in entries if not 0 <= e < n_entries]
+    if bad or not entries:
         raise ConfigError(f"entry={entry} but the dataset has {n_entries} entries per person")
     limit = meta["counts"]["people"] if max_people is None else max_people
     if limit < 4:
         raise ConfigError(f"max_people={max_people}: probes need at least 4 people")
-    people = [p for p in iter_jsonl(data_dir / "people.jsonl") if p["id"] < limit]
-    bios = {b["person_id"]: b for b in iter_jsonl(data_dir / "bios.jsonl") if b["entry"] == entry}
-    bios = [bios[p["id"]] for p in people]
+    chosen = [p for p in iter_jsonl(data_dir / "people.jsonl") if p["id"] < limit]
+    by_key = {
+        (b["person_id"], b["entry"]): b for b in iter_jsonl(data_dir / "bios.jsonl") if b["entry"] in entries
+    }
+    people = [p for p in chosen for _ in entries]
+    row_entry = np.array([e for _ in chosen for e in entries])
+    bios = [by_key[(p["id"], e)] for p, e in zip(people, row_entry, strict=True)]
     char_spans = np.array([[b["spans"][a] for a in ATTRIBUTES] for b in bios], dtype=np.int64)
     ids, offsets, spans = tokenize_texts(
         tokenizer, [b["text"] for b in bios], char_spans, "tokenize probe bios"
@@ -88,6 +110,7 @@ def load_probe_data(
         names=[p["full_name"] for p in people],
         labels=np.stack(labels, 1),
         classes=classes,
+        entry=row_entry,
     )
 
 

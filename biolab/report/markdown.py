@@ -169,6 +169,75 @@ def probe_table(report: Report, experiment: str, metric: str, position: str | No
     return md_table(["data", "probe", "", "people train/test", *[SHORT[a] for a in attrs]], rows)
 
 
+PROBE_READING = (
+    "**Reading the P-probe (the paper's Figure 5).** A cell is how often a linear probe on the last "
+    "layer's state at a special position names an attribute of a P_test person it never saw as a label; "
+    "s0 is the token before the bio's first attribute, right after the name. A model that stores a "
+    "person's attributes on the name decodes all of them there (the paper: ~100% for multi5+permute+"
+    "fullname); one that stores each attribute only where the text needs it decodes nothing beyond the "
+    "class prior until the token right before that attribute (the diagonal; the paper's single: 1.5-38% "
+    "at s0 but 100% for birth date, the attribute that follows s0)."
+)
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fixed_order(probe_rows: list[dict] | None) -> bool:
+    """Whether every entry mentions the attributes in ATTRIBUTES order (then s_k precedes the k-th)."""
+    seen = {(r["position"], r["attribute"]): float(r["seen"]) for r in probe_rows or ()
+            if r.get("control") == "none" and r.get("position_kind") == "special"}  # fmt: skip
+    if not seen:
+        return False
+    return all(
+        seen.get((f"s{k}", a), -1) == (j < k)
+        for k in range(len(ATTRIBUTES))
+        for j, a in enumerate(ATTRIBUTES)
+    )
+
+
+def _s0_mean(rows: list[dict], metric: str, probe: str, key: str = "value") -> float | None:
+    """The mean over the five attributes after birth date at s0 (None where none was measured)."""
+    hits = [find(rows, metric=metric, probe=probe, position="s0", attribute=a) for a in ATTRIBUTES[1:]]
+    return _mean(h[key] for h in hits if h)
+
+
+def probe_reading(report: Report, experiment: str) -> str | None:
+    """One paragraph from our numbers: what the first-token P-probe decodes at s0 (and, on data in a
+    fixed order, on the diagonal), beside the majority class, the controls and the paper's."""
+    metric = "pprobe_first_token_acc"
+    lines = []
+    labels = run_labels(report.runs)
+    for run in (r for r in report.runs if r.experiment == experiment):
+        mine = [r for r in report.rows if r["run"] == run.name and r["experiment"] == experiment]
+        for probe in (p for p in run.probes() if p.startswith("p")):
+            birth = find(mine, metric=metric, probe=probe, position="s0", attribute="birth_date")
+            ours = _s0_mean(mine, metric, probe)
+            if birth is None or ours is None:
+                continue
+            majority = _s0_mean(mine, "pprobe_first_token_majority", probe)
+            controls = [_s0_mean(mine, f"{metric}_{c}", probe) for c, _ in PROBE_CONTROLS]
+            controls = [c for c in controls if c is not None]
+            paper = _s0_mean(mine, metric, probe, "paper_value")
+            text = (f"`{labels[run.path]}` ({probe}): the five attributes after birth date at s0 "
+                    f"{fmt(ours)}% on average (majority {fmt(majority)}%"
+                    + (f", controls at most {fmt(max(controls))}%" if controls else "")
+                    + (f"; paper {fmt(paper)}%" if paper is not None else "")
+                    + f"), birth date {fmt(birth['value'])}%")  # fmt: skip
+            if _fixed_order(report.probe_data.get((run.path, probe))):
+                diag = [find(mine, metric=metric, probe=probe, position=f"s{k}", attribute=a)
+                        for k, a in enumerate(ATTRIBUTES)]  # fmt: skip
+                if all(diag):
+                    diagonal = fmt(_mean(d["value"] for d in diag))
+                    text += f"; at the token right before each attribute (the diagonal) {diagonal}%"
+            lines.append(f"- {text}.")
+    if not lines:
+        return None
+    return "\n\n".join([PROBE_READING, "\n".join(lines)])
+
+
 def _cell(rows: list[dict], **where) -> str:
     hit = find(rows, **where)
     if hit is None:
@@ -417,6 +486,9 @@ def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict 
                 parts.append(f"![P_test QA accuracy, ours vs the paper]({figures[exp]})")
             parts += ["### QA exact match on P_test, per attribute", QA_ATTRIBUTE_NOTE,
                       qa_attribute_table(report, exp)]  # fmt: skip
+        reading = probe_reading(report, exp)
+        if reading:
+            parts += ["### Where the attributes are stored", reading]
         for metric, position, title in PROBE_TABLES:
             table = probe_table(report, exp, metric, position)
             if table:
