@@ -1,6 +1,7 @@
 """Benchmarks (measurements, never tests):
 
-    python scripts/bench.py [data]      generation of bioS_multi5_permute_fullname, 100k people
+    python scripts/bench.py [data]      generation of bioS_multi5_permute_fullname, 100k people, and the
+                                        plain-Python yardstick (scripts/bench_reference_generate.py)
     python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
     python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
     python scripts/bench.py eval        batched QA generation vs one generate call per question
@@ -10,7 +11,9 @@ Each prints one JSON object; --out FILE also writes it there.
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,25 +34,59 @@ def peak_rss_mb() -> dict:
     return {k: round(v / 1024, 1) for k, v in kb.items()}
 
 
+def cpu_seconds() -> float:
+    """User + system seconds of this process and its finished children (the workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def data_config(preset: str, n_people: int) -> DataConfig:
     data = compose("generate", [f"data={preset}", f"data.n_people={n_people}"]).data
     return DataConfig.from_dict(OmegaConf.to_container(data, resolve=True))
 
 
+REFERENCE = "bioS_multi5_permute_fullname"  # the one dataset the yardstick writes
+
+
+def bench_reference(cfg: DataConfig, tmp: Path, data: Path) -> dict:
+    """The yardstick's own seconds for the same bios.jsonl (a separate process, run after ours)."""
+    script = Path(__file__).with_name("bench_reference_generate.py")
+    cmd = [sys.executable, str(script), f"--n-people={cfg.n_people}", f"--seed={cfg.seed}",
+           f"--out={tmp / 'reference.jsonl'}"]  # fmt: skip
+    out = subprocess.run([*cmd, f"--check={data}"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
 def bench_data(args, tmp: Path) -> dict:
     cfg = data_config(args.data, args.n_people)
     out = Path(args.keep) if args.keep else tmp / "data"
-    start = time.perf_counter()
-    meta = write_dataset(cfg, out, overwrite=bool(args.keep), workers=args.workers)
-    seconds = time.perf_counter() - start
-    return {
+    parts: dict = {}
+    load = os.getloadavg()[0]  # the machine is shared: a high load stretches the wall seconds
+    start, cpu = time.perf_counter(), cpu_seconds()
+    meta = write_dataset(cfg, out, overwrite=bool(args.keep), workers=args.workers, timings=parts)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    result = {
         "bios": meta["counts"]["bios"],
         "workers": args.workers,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "load_average_1m": round(load, 2),
+        "seconds_by_part": {k: round(v, 2) for k, v in parts.items()},
         "bios_per_second": round(meta["counts"]["bios"] / seconds),
         "peak_rss_mb": peak_rss_mb(),
         "dataset_mb": round(sum(f.stat().st_size for f in out.iterdir()) / 2**20, 1),
     }
+    if args.data == REFERENCE and not args.no_reference:
+        ref = bench_reference(cfg, tmp, out)
+        result["reference"] = {
+            "seconds": ref["seconds"],
+            "cpu_seconds": ref["cpu_seconds"],
+            "same_bytes": ref["same_bytes_as_biolab"],
+            "writes": "bios.jsonl only",
+        }
+        result["ratio_to_reference"] = round(seconds / ref["seconds"], 2)
+        result["cpu_ratio_to_reference"] = round(cpu / ref["cpu_seconds"], 2)
+    return result
 
 
 def bench_tokenize(args, tmp: Path) -> dict:
@@ -158,6 +195,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--vocab-size", type=int, default=2048)
     ap.add_argument("--keep", default=None, help="data/tokenize: keep or reuse the dataset here")
+    ap.add_argument("--no-reference", action="store_true", help="data: skip the plain-Python yardstick")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ctx", type=int, default=128)

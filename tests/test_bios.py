@@ -6,9 +6,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from biolab.data.bios import PAIRS, render_bio, render_bios_bioR, render_bios_bioS
+from biolab.data.bios import (
+    PAIRS,
+    bioS_jsonl,
+    bios_jsonl,
+    plan_bios_bioS,
+    render_bio,
+    render_bios_bioR,
+    render_bios_bioS,
+)
 from biolab.data.check import agreement_errors, mask_values
 from biolab.data.people import ATTRIBUTES, sample_people
+from biolab.data.templates import TemplateSet, parse_template
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +219,42 @@ def test_reverse_single_entry_and_verb_agreement(people, bioS_templates):
     assert bio.spans["name"] == [[start, start + len(person.full_name)]]
     last = render_bio(person, templates, reverse=6)
     assert last.text.startswith("The person was born on ") and name_sentence(last) == 6
+
+
+def awkward(people):
+    """People whose values need JSON escapes or end in a "." (also the name, for a template below)."""
+    return [
+        replace(people[0], company="Dow Inc.", major='Say "Hi"\\ St\tudies'),
+        replace(people[1], full_name='Jo "A" Smith.', university="University of Puerto Rico at Mayagüez"),
+        *people[2:],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("multi", "permute", "fullname", "couple", "reverse"),
+    [(1, 0, False, False, 0), (1, 0, True, False, 0), (5, 1, True, False, 0), (2, 3, False, True, 0),
+     (5, 0, False, False, 1), (2, 2, False, False, 3), (5, 1, False, False, 6)],
+)  # fmt: skip
+def test_chunk_lines_at_once_equal_each_bio_to_json(
+    people, bioS_templates, multi, permute, fullname, couple, reverse
+):
+    who = awkward(people)
+    args = (multi, permute, fullname, couple, reverse)
+    want = bios_jsonl(render_bios_bioS(who, bioS_templates, rng(), *args))
+    plan = plan_bios_bioS(who, bioS_templates, rng(), *args)
+    assert bioS_jsonl(who, plan) == want
+    assert bioS_jsonl(who, replace(plan, parts=None)) == want  # the entry-by-entry way it falls back to
+    bios = [json.loads(line) for line in want[0].splitlines()]
+    assert want[1] == [len(b["text"]) for b in bios] and want[2] == [len(b["text"].split(" ")) for b in bios]
+
+
+def test_chunk_lines_absorb_a_period_after_the_name_too(people):
+    """A name ending in "." before a template's "." (no shipped template has one)."""
+    odd = TemplateSet(
+        "bioS", {(a,): [parse_template(f"{{subject}}. Of {{{a}}}.", (a,), "t", "bioS")] for a in ATTRIBUTES}
+    )
+    who = awkward(people)[:4]
+    plan = plan_bios_bioS(who, odd, rng(), multi=2, fullname=True)
+    lines, _, _ = bioS_jsonl(who, plan)
+    assert lines == bios_jsonl(render_bios_bioS(who, odd, rng(), multi=2, fullname=True))[0]
+    assert 'Jo \\"A\\" Smith. Of ' in lines and ".." not in lines

@@ -1,4 +1,8 @@
+import gc
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +185,22 @@ def test_max_values_shrinks_the_attribute_pools_and_is_left_out_at_its_default(t
         assert 2 <= len({getattr(p, attribute) for p in people}) <= 4, attribute
     assert meta["bits_per_person"]["per_attribute"]["university"] == 2.0  # log2 of the pool drawn from
     assert len({p.full_name for p in people}) == 50
+
+
+def test_timings_name_every_part_and_collection_is_back_on(tmp_path):
+    parts = {}
+    write_dataset(DataConfig(n_people=20), tmp_path / "d", progress=False, timings=parts)
+    assert set(parts) == {
+        "sample_people", "people.jsonl", "qa.jsonl", "bios.jsonl", "meta.json", "encode_sha256_write",
+    }  # fmt: skip
+    assert all(v >= 0 for v in parts.values()) and gc.isenabled()
+
+
+@pytest.mark.slow
+def test_the_benchmarks_plain_python_yardstick_writes_the_same_bios(tmp_path):
+    write_dataset(DataConfig(n_people=300, multi=5, permute=1, fullname=True), tmp_path / "d", progress=False)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_reference_generate.py"
+    args = ["--n-people=300", f"--out={tmp_path / 'ref.jsonl'}", f"--check={tmp_path / 'd'}"]
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["same_bytes_as_biolab"] is True

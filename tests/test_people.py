@@ -1,10 +1,11 @@
+import json
 import re
 from collections import Counter
 from dataclasses import replace
 
 import pytest
 
-from biolab.data.people import ATTRIBUTES, PRONOUNS, format_date, sample_people
+from biolab.data.people import ATTRIBUTES, PRONOUNS, format_date, people_jsonl, sample_people
 from biolab.errors import ConfigError
 
 DATE = re.compile(
@@ -68,3 +69,9 @@ def test_rejection_sampling_fills_a_tiny_name_space(pools):
 def test_too_few_people_is_an_error(pools, n):
     with pytest.raises(ConfigError, match="n_people must be >= 2"):
         sample_people(n, 0, pools)
+
+
+def test_people_lines_by_hand_equal_json_dumps(pools):
+    people = sample_people(5, 0, pools)
+    people[1] = replace(people[1], full_name='Zoë "Q"\tDoe', major="A\\B", group="x/y")
+    assert people_jsonl(people) == "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in people)

@@ -2,7 +2,7 @@ import json
 from dataclasses import replace
 
 from biolab.data.people import ATTRIBUTES, sample_people
-from biolab.data.qa import format_prompt, format_qa, qa_pairs, questions
+from biolab.data.qa import format_prompt, format_qa, qa_jsonl, qa_pairs, questions
 
 
 def test_questions_use_the_papers_wording():
@@ -37,3 +37,9 @@ def test_hand_written_json_equals_json_dumps(pools):
     person = replace(sample_people(2, 0, pools)[0], full_name='Zoë "Q" Doe', major="A\\B")
     for qa in qa_pairs(person):
         assert qa.to_json() == json.dumps(qa.__dict__, ensure_ascii=False)
+
+
+def test_qa_lines_without_the_objects_are_the_same_bytes(pools):
+    people = sample_people(5, 0, pools)
+    people[1] = replace(people[1], full_name='Zoë "Q" Doe', major="A\\B", company="Dow Inc.")
+    assert qa_jsonl(people) == "".join(q.to_json() + "\n" for p in people for q in qa_pairs(p))

@@ -8,8 +8,10 @@ so nothing downstream ever re-parses a biography.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from json.encoder import encode_basestring
+from operator import attrgetter
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from biolab.errors import ConfigError
 # bioS "couple" ordering and bioR merged clauses both pair the attributes this way.
 PAIRS = (("birth_date", "birth_city"), ("university", "major"), ("company", "company_city"))
 STREAM_BIOS = 3
+_VALUES = attrgetter(*ATTRIBUTES)
 
 # Reverse datasets (Part 3.2): sentences before the name refer to the person without naming them;
 # reverse=6 closes the entry with a sentence of its own that gives the name.
@@ -129,6 +132,70 @@ def _orders(rng: np.random.Generator, n: int, multi: int, permute: int, couple: 
     return rng.random((n, multi, permute, 6)).argsort(-1)
 
 
+@dataclass(frozen=True, eq=False)  # arrays: no field-wise ==
+class BioSPlan:
+    """The draws of a bioS chunk: for every entry (person order, then entry order), the variant of
+    each of its sentences."""
+
+    variants: tuple  # compiled sentences, as _bioS_variants numbers them
+    sentences: np.ndarray  # (entries, sentences): indices into variants
+    person: np.ndarray  # (entries,): index into the chunk's people
+    entry: np.ndarray  # (entries,): the entry number within its person
+    parts: dict | None = field(default=None, repr=False)  # the variants taken apart, for bioS_jsonl
+
+
+@lru_cache(maxsize=8)
+def _bioS_variants(per_attr: tuple, reverse: bool) -> tuple[tuple, dict | None]:
+    """Every sentence a bioS entry can use, with templates numbered across the attributes: first
+    ``(template * len(PRONOUNS) + pronoun) * 2 + use_name``, then with ``reverse`` the anonymous form of
+    each (template, pronoun) and NAME_SENTENCE; and the sentences taken apart (see _sentence_parts)."""
+    named = [t.compile(p, u, True) for ts in per_attr for t in ts for p in PRONOUNS for u in (False, True)]
+    if reverse:
+        named += [*(anonymous(named[2 * i + 1]) for i in range(len(named) // 2)), NAME_SENTENCE]
+    return tuple(named), _sentence_parts(tuple(named))
+
+
+def plan_bios_bioS(
+    people: list[Person],
+    templates: TemplateSet,
+    rng: np.random.Generator,
+    multi: int = 1,
+    permute: int = 0,
+    fullname: bool = False,
+    couple: bool = False,
+    reverse: int = 0,
+) -> BioSPlan:
+    """Draw the templates and sentence orders of ``render_bios_bioS(people, ...)``."""
+    check_reverse(reverse, fullname)
+    n = len(people)
+    per_attr = tuple(tuple(templates[a]) for a in ATTRIBUTES)
+    counts = np.array([len(ts) for ts in per_attr])
+    tids = rng.integers(0, counts, size=(n, multi, 6))
+    order = _orders(rng, n, multi, permute, couple)  # (n, multi, orders, 6): attribute indices
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each attribute's first template number
+    who = np.arange(n)[:, None, None, None]
+    template = first[order] + tids[who, np.arange(multi)[None, :, None, None], order]
+    pronoun = np.array([PRONOUNS.index(p.pronoun) for p in people], dtype=int)[who]
+    by_pronoun, k = template * len(PRONOUNS) + pronoun, np.arange(6)
+    if reverse:
+        n_named = 2 * len(PRONOUNS) * int(counts.sum())
+        sentences = np.where(k < reverse, n_named + by_pronoun, by_pronoun * 2 + (k == reverse))
+        if reverse == REVERSE_LAST:
+            name_sentence = np.full((*sentences.shape[:-1], 1), n_named + n_named // 2)
+            sentences = np.concatenate([sentences, name_sentence], -1)
+    else:
+        sentences = by_pronoun * 2 + (fullname | (k == 0))
+    per = sentences.shape[1] * sentences.shape[2]
+    variants, parts = _bioS_variants(per_attr, bool(reverse))
+    return BioSPlan(
+        variants,
+        sentences.reshape(n * per, -1),
+        np.repeat(np.arange(n), per),
+        np.tile(np.arange(per), n),
+        parts,
+    )
+
+
 def render_bios_bioS(
     people: list[Person],
     templates: TemplateSet,
@@ -142,39 +209,155 @@ def render_bios_bioS(
     """bioS entries for ``people``, in person order then entry order. ``reverse`` (see
     ``render_bio``) draws the same random numbers, so a reverse dataset has the same templates and
     orders as its plain twin: only where the name stands differs."""
-    check_reverse(reverse, fullname)
-    n = len(people)
-    per_attr = [templates[a] for a in ATTRIBUTES]
-    # Precompiled sentence variants: table[attr][template][pronoun][use_name].
-    table = [
-        [[[t.compile(p, u, True) for u in (False, True)] for p in PRONOUNS] for t in ts] for ts in per_attr
-    ]
-    counts = np.array([len(ts) for ts in per_attr])
-    tids = rng.integers(0, counts, size=(n, multi, 6)).tolist()
-    orders = _orders(rng, n, multi, permute, couple).tolist()
-    pron_index = {p: i for i, p in enumerate(PRONOUNS)}
-    anon = [[[anonymous(v[True]) for v in by_p] for by_p in ts] for ts in table] if reverse else None
+    return _render_plan(
+        people, plan_bios_bioS(people, templates, rng, multi, permute, fullname, couple, reverse)
+    )
+
+
+def _render_plan(people: list[Person], plan: BioSPlan) -> list[Bio]:
     bios = []
-    for i, person in enumerate(people):
-        p = pron_index[person.pronoun]
-        entry = 0
-        for d in range(multi):
-            chosen = tids[i][d]
-            for order in orders[i][d]:
-                if reverse:  # a separate branch keeps the plain path as fast as before
-                    sentences = [
-                        anon[a][chosen[a]][p] if k < reverse else table[a][chosen[a]][p][k == reverse]
-                        for k, a in enumerate(order)
-                    ]
-                    if reverse == REVERSE_LAST:
-                        sentences.append(NAME_SENTENCE)
-                else:
-                    sentences = [table[a][chosen[a]][p][fullname or k == 0] for k, a in enumerate(order)]
-                bio = render_pieces(sentences, person)
-                bio.entry = entry
-                bios.append(bio)
-                entry += 1
+    for row, i, entry in zip(plan.sentences.tolist(), plan.person.tolist(), plan.entry.tolist(), strict=True):
+        bio = render_pieces([plan.variants[v] for v in row], people[i])
+        bio.entry = entry
+        bios.append(bio)
     return bios
+
+
+def bios_jsonl(bios: list[Bio]) -> tuple[str, list[int], list[int]]:
+    """The bios.jsonl lines of ``bios``, and each text's length in characters and in words."""
+    return (
+        "".join(b.to_json() + "\n" for b in bios),
+        [len(b.text) for b in bios],
+        [b.text.count(" ") + 1 for b in bios],
+    )
+
+
+def _esc(s: str) -> str:
+    return encode_basestring(s)[1:-1]  # JSON escapes one character at a time: pieces escape apart
+
+
+def _sentence_parts(variants: tuple) -> dict | None:
+    """Each compiled sentence as its head, the name slot and the literal after it, the value slot and
+    the literal after it (either slot may be absent), in arrays over the variants; None for a sentence
+    of another shape. ``t2_esc[v, absorbed, spaced]``: the last literal escaped, without its leading
+    "." when the value ends in one, with the space before the next sentence."""
+    heads, t1s, attrs, t2s = [], [], [], []
+    for head, slots in variants:
+        rest = list(slots)
+        t1s.append(rest.pop(0)[1] if rest and rest[0][0] == NAME else None)
+        a, t2 = rest.pop(0) if rest and rest[0][0] else (None, "")
+        if rest:
+            return None
+        heads.append(head)
+        attrs.append(len(ATTRIBUTES) if a is None else ATTRIBUTES.index(a))  # past the end: no value
+        t2s.append(t2)
+    has_name = [t is not None for t in t1s]
+    t1s = [t or "" for t in t1s]
+    return {
+        "head_len": np.array([len(h) for h in heads]),
+        "head_esc": _objects([_esc(h) for h in heads]),
+        "has_name": np.array(has_name),
+        "t1_len": np.array([len(t) for t in t1s]),
+        "t1_dot": np.array([t[:1] == "." for t in t1s]),
+        "t1_esc": np.array([(_esc(t), _esc(t[1:])) for t in t1s], dtype=object),
+        "attr": np.array(attrs),
+        "t2_len": np.array([len(t) for t in t2s]),
+        "t2_dot": np.array([t[:1] == "." for t in t2s]),
+        "t2_esc": np.array([[(_esc(x), _esc(x + " ")) for x in (t, t[1:])] for t in t2s], dtype=object),
+        "spaces": np.array([(h + t1 + t2).count(" ") for h, t1, t2 in zip(heads, t1s, t2s, strict=True)]),
+    }
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+@lru_cache(maxsize=64)
+def _numbers(after: str, size: int) -> np.ndarray:
+    """``str(i) + after`` for i < size: a span number with the JSON that follows it."""
+    return _objects([f"{i}{after}" for i in range(size)])
+
+
+def _span_separators(n_names: int) -> list[str]:
+    """What Bio.to_json writes after each span number: attributes' [start, end], then the names'."""
+    out = []
+    for following in (*ATTRIBUTES[1:], None):
+        out += [", ", f'], "{following}": [' if following else '], "name": [[']
+    for i in range(n_names):
+        out += [", ", "], [" if i + 1 < n_names else "]]}}\n"]
+    return out
+
+
+def bioS_jsonl(people: list[Person], plan: BioSPlan) -> tuple[str, list[int], list[int]]:
+    """``bios_jsonl(render_bios_bioS(...))`` for the same draws, byte for byte, computed for the whole
+    chunk at once: each span a sum of piece lengths, the lines one join of pieces, each piece looked up
+    in a table (a sentence's literals, a person's escaped values, a number's digits)."""
+    parts = plan.parts
+    vid, who = plan.sentences, plan.person[:, None]  # (entries, sentences) variants, (entries, 1) people
+    if parts is None:
+        return bios_jsonl(_render_plan(people, plan))
+    has_name, attr = parts["has_name"][vid], parts["attr"][vid]
+    n_attrs = len(ATTRIBUTES)
+    if (  # every entry has each attribute once, and the name in the same sentences (a fixed span count)
+        not (has_name == has_name[:1]).all()
+        or not has_name[0].any()
+        or not (np.sort(attr, 1)[:, :n_attrs] == np.arange(n_attrs)).all()
+    ):
+        return bios_jsonl(_render_plan(people, plan))
+    names = [p.full_name for p in people]
+    name_len = np.array([len(x) for x in names])[who]
+    # values repeat across people: each distinct one is measured and escaped once; code 0 is no value
+    distinct = {"": 0}
+    codes = np.array([[distinct.setdefault(v, len(distinct)) for v in vs] for vs in map(_VALUES, people)])
+    codes = np.concatenate([codes, np.zeros((len(people), 1), int)], 1)[who, attr]  # (entries, sentences)
+    strings = list(distinct)
+    value_len = np.array([len(v) for v in strings])[codes]
+
+    absorb1 = has_name & np.array([x[-1] == "." for x in names])[who] & parts["t1_dot"][vid]  # "Dow Inc."
+    absorb2 = np.array([v[-1:] == "." for v in strings])[codes] & parts["t2_dot"][vid]
+    head = parts["head_len"][vid]
+    named = has_name * name_len + parts["t1_len"][vid] - absorb1
+    length = head + named + value_len + parts["t2_len"][vid] - absorb2
+    end = np.cumsum(length + 1, 1) - 1
+    start = end - length
+    pos = np.argsort(attr, 1, kind="stable")[:, :n_attrs]  # the sentence of each attribute
+    value_start = np.take_along_axis(start + head + named, pos, 1)
+    value_end = value_start + np.take_along_axis(value_len, pos, 1)
+    name_start = (start + head)[:, has_name[0]]
+    spans = np.concatenate(
+        [np.stack([value_start, value_end], -1), np.stack([name_start, name_start + name_len], -1)], 1
+    )
+    spans = spans.reshape(len(vid), -1)
+    spaces = parts["spaces"][vid] + np.array([v.count(" ") for v in strings])[codes]
+    spaces += has_name * np.array([x.count(" ") for x in names])[who]
+    words = vid.shape[1] + spaces.sum(1)  # one more word than spaces; a space between sentences
+
+    columns = [
+        _objects([f'{{"person_id": {p.id}, "entry": ' for p in people])[plan.person],
+        _numbers(', "text": "', int(plan.entry.max()) + 1)[plan.entry],
+    ]
+    name_esc = _objects([_esc(x) for x in names])[plan.person]
+    value_esc = _objects([_esc(v) for v in strings])
+    last = vid.shape[1] - 1
+    for k in range(vid.shape[1]):  # the pieces of sentence k, leaving out columns that are all ""
+        if head[:, k].any():
+            columns.append(parts["head_esc"][vid[:, k]])
+        if has_name[0, k]:
+            columns += [name_esc, parts["t1_esc"][vid[:, k], absorb1[:, k].astype(int)]]
+        if (attr[:, k] < n_attrs).any():
+            columns.append(value_esc[codes[:, k]])
+        columns.append(parts["t2_esc"][vid[:, k], absorb2[:, k].astype(int), int(k < last)])
+    columns.append(f'", "spans": {{"{ATTRIBUTES[0]}": [')
+    size = 1 << int(spans.max()).bit_length()  # a power of two: few tables for all chunks
+    columns += [
+        _numbers(after, size)[spans[:, j]] for j, after in enumerate(_span_separators(int(has_name[0].sum())))
+    ]
+    lines = np.empty((len(vid), len(columns)), dtype=object)
+    for j, column in enumerate(columns):
+        lines[:, j] = column
+    return "".join(lines.ravel().tolist()), end[:, -1].tolist(), words.tolist()
 
 
 class _Uniforms:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from json.encoder import encode_basestring
+from operator import attrgetter
 
 import numpy as np
 
@@ -51,6 +54,16 @@ class Person:
     @property
     def birth_month(self) -> str:
         return self.birth_date.split(" ", 1)[0]
+
+
+def people_jsonl(people: list[Person]) -> str:
+    """``json.dumps(p.to_dict(), ensure_ascii=False)`` of each person, one a line; by hand (json.dumps
+    builds an encoder per call), for the field types of Person: the id an int, every other a string."""
+    fields = [f.name for f in dataclasses.fields(Person)]
+    assert fields[0] == "id"
+    line = "{" + ", ".join(f'"{f}": %{"d" if f == "id" else "s"}' for f in fields) + "}\n"
+    strings = attrgetter(*fields[1:])
+    return "".join(line % (p.id, *map(encode_basestring, strings(p))) for p in people)
 
 
 def format_date(year: int, month: int, day: int) -> str:
