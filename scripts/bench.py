@@ -4,6 +4,8 @@
                                         plain-Python yardstick (scripts/bench_reference_generate.py)
     python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
     python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
+    python scripts/bench.py step        one CPU training step: fp32/bf16 x SDPA/eager (x compile), 1 and 2
+                                        threads, its biggest ops, and our loop in fp32 vs bf16
     python scripts/bench.py eval        batched QA generation vs one generate call per question
     python scripts/bench.py probe       fast P-probes (every layer x position x task) incl. hidden states
 Each prints one JSON object; --out FILE also writes it there.
@@ -126,6 +128,23 @@ def bench_pretrain_cmd(args, tmp: Path) -> dict:
     )
 
 
+def bench_step_cmd(args, tmp: Path) -> dict:
+    from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.model import ModelConfig
+    from biolab.train.bench import bench_cpu_step
+    from biolab.train.pretrain import TrainConfig
+
+    cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
+                               f"train.ctx={args.ctx}", f"train.steps={args.steps}"])  # fmt: skip
+    corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
+    return bench_cpu_step(
+        corpus,
+        ModelConfig.from_dict(OmegaConf.to_container(cfg.model)),
+        TrainConfig.from_dict(OmegaConf.to_container(cfg.train)),
+        warmup=args.warmup,
+    )
+
+
 def bench_eval_cmd(args, tmp: Path) -> dict:
     """Batched generation vs one generate call per question, same model and prompts."""
     from biolab.data.qa import format_prompt
@@ -188,7 +207,7 @@ def bench_probe_cmd(args, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "eval", "probe"]
+        "what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "step", "eval", "probe"]
     )
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
@@ -206,11 +225,12 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:
-        args.n_people = 1000 if args.what in ("pretrain", "eval", "probe") else 100_000
+        args.n_people = 1000 if args.what in ("pretrain", "step", "eval", "probe") else 100_000
     run = {
         "data": bench_data,
         "tokenize": bench_tokenize,
         "pretrain": bench_pretrain_cmd,
+        "step": bench_step_cmd,
         "eval": bench_eval_cmd,
         "probe": bench_probe_cmd,
     }[args.what]

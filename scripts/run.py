@@ -53,7 +53,7 @@ def main(cfg) -> None:
     check_run_names(runs)
     root = check_root(cfg.root)
     with claim_runs(runs, root, _replace_flag(cfg)):
-        run_experiment(runs, root, progress=cfg.progress, jobs=cfg.jobs, strict=cfg.strict)
+        run_experiment(runs, root, cfg.progress, jobs=cfg.jobs, strict=cfg.strict, verbose=cfg.verbose)
     if cfg.report:
         # Jobs of a sweep each end with the report: one at a time, the last one sees every run.
         with open(root / ".report.lock", "a") as lock:

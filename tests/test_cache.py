@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from biolab.console import reporting
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import Kind, Stage, StageError, check_root, ensure, is_complete
 from biolab.pipeline.kinds import CORPUS, DATA
@@ -221,6 +222,62 @@ def test_a_new_file_inside_a_folder_output_is_damage(tmp_path):
     (stage.path(tmp_path) / "tokenizer" / "vocab.txt").write_text("stray")
     ensure(stage, tmp_path, logs.append)
     assert calls == ["corpus", "corpus"] and any("tokenizer/vocab.txt appeared" in m for m in logs)
+
+
+BANNER = "wandb: Tracking run with wandb version 0.31.0"
+
+
+def noisy_data(cfg, inputs, out, progress, context):
+    print(BANNER)
+    os.write(2, b"Writing model shards: 100%\n")  # what C code and subprocesses write
+    out.mkdir()
+    for name in DATA.outputs:
+        (out / name).write_text("{}")
+
+
+def test_a_build_s_output_goes_to_the_stage_log_which_is_not_an_output(tmp_path, capfd):
+    logs, sent = [], []
+    stage = data_stage(noisy_data)
+    with reporting(sent.append):
+        ensure(stage, tmp_path, logs.append)
+    out, err = capfd.readouterr()
+    assert BANNER not in out and "model shards" not in err
+    text = (stage.path(tmp_path) / "log.txt").read_text()
+    assert BANNER in text and "Writing model shards" in text
+    assert sent == [{"stage": "data", "state": "building"}]  # the board's line learns the stage
+    ensure(stage, tmp_path, logs.append)
+    assert logs[-1].endswith("data: reused")  # log.txt is not fingerprinted: no damage
+    shown = data_stage(noisy_data, n_people=11)
+    ensure(shown, tmp_path, logs.append, verbose=True)
+    assert BANNER in capfd.readouterr().out and not (shown.path(tmp_path) / "log.txt").exists()
+
+
+def test_a_failed_build_says_where_its_output_is(tmp_path):
+    def data(cfg, inputs, out, progress, context):
+        print("the library's last words")
+        raise RuntimeError("boom")
+
+    logs = []
+    stage = data_stage(data)
+    with pytest.raises(RuntimeError, match="boom"):
+        ensure(stage, tmp_path, logs.append)
+    log = stage.path(tmp_path) / "log.txt"
+    assert re.fullmatch(rf"\[{stage.rel()}\] data: failed after \d+ s; its output is in {log}", logs[-1])
+    assert "the library's last words" in log.read_text()
+
+
+def test_the_done_message_sums_up_the_loss_and_the_exact_match(tmp_path):
+    def finetune(cfg, inputs, out, progress, context):
+        (out / "eval").mkdir(parents=True)
+        splits = {s: {"exact_match": {"mean": v}} for s, v in (("train", 0.8), ("test", 0.097))}
+        (out / "eval" / "metrics.json").write_text(json.dumps({"splits": splits}))
+        write_status(out, "done", time.time(), final={"loss": 0.41})
+
+    logs = []
+    stage = Stage(Kind("finetune", ("eval/metrics.json",), finetune, resumable=True), {"finetune": {}})
+    ensure(stage, tmp_path, logs.append)
+    summary = "loss 0.410, QA exact match P_train 80.0%, P_test 9.7%"
+    assert re.fullmatch(rf"\[{stage.rel()}\] finetune: done in \d+ s: {summary}", logs[-1]), logs[-1]
 
 
 TINY = ["experiment=demo", "data=bioS_single", "datasets=[bioS_single]", "data.n_people=24", "train.steps=4",

@@ -42,14 +42,15 @@ def test_the_grid_shares_one_pretraining():
 
 
 def test_datasets_share_nothing_but_experiments_share_stages():
-    demo = plan(["experiment=demo"])
-    fig3 = plan(["experiment=fig3_augmentation"], datasets=["bioS_single"])
-    assert demo[0]["stages"]["pretrain"] == fig3[0]["stages"]["pretrain"]
-    assert demo[0]["stages"]["data"] != demo[1]["stages"]["data"]
+    pprobe = plan(["experiment=pprobe_contrast"])
+    same = ["data.n_people=500", "data.max_values=10", "train.steps=2500"]  # pprobe_contrast's own
+    fig3 = plan(["experiment=fig3_augmentation", *same], datasets=["bioS_single"])
+    assert pprobe[0]["stages"]["pretrain"] == fig3[0]["stages"]["pretrain"]
+    assert pprobe[0]["stages"]["data"] != pprobe[1]["stages"]["data"]
 
 
 def test_max_values_at_its_default_keeps_every_earlier_data_key():
-    cfg = OmegaConf.to_container(compose("run", ["experiment=demo"]), resolve=True)
+    cfg = OmegaConf.to_container(compose("run", ["experiment=fig3_augmentation"]), resolve=True)
     key = plan_runs(cfg)[0]["stages"]["data"]
     del cfg["data"]["max_values"]
     assert plan_runs(cfg)[0]["stages"]["data"] == key  # roots built before the key still match

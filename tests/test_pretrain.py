@@ -13,6 +13,7 @@ from conftest import unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from biolab.console import captured_output, reporting
 from biolab.data.dataset import DataConfig
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
@@ -353,3 +354,23 @@ def test_wandb_offline_for_real(corpus, tmp_path, monkeypatch):
     log_summary(run, "offline", META, {"exact_match/test/mean": 0.25})
     ids = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
     assert ids == {hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]}  # one run, reopened
+
+
+def test_the_loop_reports_its_steps_to_a_listening_console(corpus, tmp_path, capsys):
+    sent, cfg = [], train_cfg(steps=6, eval_every=0, ckpt_every=0)
+    with reporting(sent.append):
+        pretrain(tmp_path / "a", corpus, MODEL, cfg, progress=False)
+    assert sent[0] == {"step": 0, "total": 6, "loss": None, "tokens_per_s": None}  # before the first step
+    assert sent[-1]["step"] == 6 and sent[-1]["loss"] > 0 and sent[-1]["tokens_per_s"] > 0
+    assert "6/6" not in capsys.readouterr().err
+    pretrain(tmp_path / "b", corpus, MODEL, train_cfg(steps=2, eval_every=0, ckpt_every=0), progress=True)
+    assert "2/2" in capsys.readouterr().err  # a script run alone keeps its own bar
+
+
+def test_wandb_is_quiet_inside_a_stage_log(corpus, tmp_path, fake_wandb):
+    cfg = train_cfg(steps=1, wandb="offline", eval_every=0, ckpt_every=0)
+    with captured_output(tmp_path / "log.txt"):
+        pretrain(tmp_path / "quiet", corpus, MODEL, cfg, progress=False)
+    pretrain(tmp_path / "loud", corpus, MODEL, cfg, progress=False)
+    settings = fake_wandb[0].kw["settings"]
+    assert settings.quiet and settings.console == "off" and fake_wandb[1].kw["settings"] is None

@@ -7,7 +7,8 @@ from its own checkpoints or caches). Outputs of the other kinds are built in a h
 and moved in before ``done`` is written, so a killed run never leaves a stage that looks complete. A
 per-stage ``flock`` keeps parallel sweep jobs from building the same stage twice: the second waits,
 then reuses. What a kind is (outputs, build, checks) is a ``Kind`` record; the kinds themselves are
-declared in biolab.pipeline.kinds.
+declared in biolab.pipeline.kinds. Unless ``verbose``, a build's stdout and stderr go to ``log.txt``
+in the stage folder (not an output: it is not fingerprinted, and a resumed build appends to it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from biolab.console import LOG_NAME, captured_output, duration, report
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import atomic_write_text, check_writable
 from biolab.pipeline.fingerprint import damage, fingerprint
@@ -150,6 +152,7 @@ def stage_lock(stage: Stage, root: Path, log=print):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log(f"[{stage.rel()}] another job is building this stage; waiting for it")
+            report(stage=stage.kind, state="waiting")
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -159,16 +162,18 @@ def stage_lock(stage: Stage, root: Path, log=print):
 
 def ensure(
     stage: Stage, root: str | Path, log=print, progress: bool = True, seen: dict | None = None,
-    strict: bool = False, context: dict | None = None,
+    strict: bool = False, context: dict | None = None, verbose: bool = False,
 ) -> Path:  # fmt: skip
     """Build ``stage`` (and its inputs first) unless complete; return its folder. ``seen`` (key ->
     folder) lets a caller check each shared stage once across several calls. A damaged stage is
-    rebuilt with a one-line message, or with ``strict`` refused (StageError)."""
+    rebuilt with a one-line message, or with ``strict`` refused (StageError). ``verbose``: a build's
+    output goes where this process's goes, not to the stage's log.txt."""
     root = Path(root)
     seen = {} if seen is None else seen
     if stage.key in seen:
         return seen[stage.key]
-    inputs = {name: ensure(s, root, log, progress, seen, strict, context) for name, s in stage.inputs.items()}
+    args = (log, progress, seen, strict, context, verbose)
+    inputs = {name: ensure(s, root, *args) for name, s in stage.inputs.items()}
     path = stage.path(root)
     with stage_lock(stage, root, log):
         state, why = stage_state(stage, root)
@@ -182,12 +187,12 @@ def ensure(
                 if strict:
                     raise StageError(f"[{stage.rel()}] {stage.kind} is damaged: {why} (strict: not rebuilt)")
                 log(f"[{stage.rel()}] {stage.kind}: damaged ({why}); rebuilding")
-            _build(stage, path, inputs, log, progress, context or {})
+            _build(stage, path, inputs, log, progress, context or {}, verbose)
     seen[stage.key] = path
     return path
 
 
-def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool, context: dict) -> None:
+def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool, context: dict, verbose: bool) -> None:
     started = time.time()
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / "config.yaml", yaml.safe_dump(
@@ -196,22 +201,15 @@ def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool, context:
     ))  # fmt: skip
     write_status(path, "running", started)
     log(f"[{stage.rel()}] {stage.kind}: building")
+    report(stage=stage.kind, state="building")
     try:
-        if stage.spec.resumable:
-            fields = stage.spec.build(stage.config, inputs, path, progress, context)
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))
-            try:
-                fields = stage.spec.build(stage.config, inputs, tmp / "out", progress, context)
-                for item in (tmp / "out").iterdir():
-                    target = path / item.name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    os.replace(item, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        with captured_output(path / LOG_NAME, enabled=not verbose):
+            fields = _run_build(stage, path, inputs, progress, context)
     except BaseException as err:
         write_status(path, "failed", started, error=f"{type(err).__name__}: {err}")
+        what = "failed" if isinstance(err, Exception) else "stopped"  # Ctrl-C, a kill
+        where = "" if verbose else f"; its output is in {path / LOG_NAME}"
+        log(f"[{stage.rel()}] {stage.kind}: {what} after {duration(time.time() - started)}{where}")
         if isinstance(err, OSError) and err.errno == 28:
             raise StageError(f"[{stage.rel()}] no space left on device under {path}") from err
         raise
@@ -220,4 +218,41 @@ def _build(stage: Stage, path: Path, inputs: dict, log, progress: bool, context:
         write_status(path, "failed", started, error=f"missing outputs {missing}")
         raise StageError(f"[{stage.rel()}] {stage.kind} finished without {missing}")
     write_status(path, "done", started, **(fields or {}), outputs=fingerprint(path, stage.spec.outputs))
-    log(f"[{stage.rel()}] {stage.kind}: done in {time.time() - started:.0f} s")
+    summary = stage_summary(path)
+    took = duration(time.time() - started)
+    log(f"[{stage.rel()}] {stage.kind}: done in {took}" + (f": {summary}" if summary else ""))
+
+
+def _run_build(stage: Stage, path: Path, inputs: dict, progress: bool, context: dict) -> dict | None:
+    """The kind's build: in the stage folder (resumable), or in a temp folder moved in when done."""
+    if stage.spec.resumable:
+        return stage.spec.build(stage.config, inputs, path, progress, context)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))
+    try:
+        fields = stage.spec.build(stage.config, inputs, tmp / "out", progress, context)
+        for item in (tmp / "out").iterdir():
+            target = path / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fields
+
+
+def stage_summary(path: Path) -> str:
+    """What a person wants to know of a finished stage, from what it wrote: a training run's final
+    loss, an evaluation's mean exact match per split ("" when neither)."""
+    parts = []
+    final = (read_status(path) or {}).get("final")
+    if isinstance(final, dict) and isinstance(final.get("loss"), int | float):
+        parts.append(f"loss {final['loss']:.3f}")
+    metrics = path / "eval" / "metrics.json"
+    try:
+        splits = json.loads(metrics.read_text())["splits"] if metrics.is_file() else {}
+        means = {split: m["exact_match"]["mean"] for split, m in splits.items()}
+    except (OSError, ValueError, KeyError, TypeError):  # a summary never fails a finished stage
+        means = {}
+    if means:
+        parts.append("QA exact match " + ", ".join(f"P_{s} {100 * v:.1f}%" for s, v in means.items()))
+    return ", ".join(parts)

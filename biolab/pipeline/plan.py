@@ -60,7 +60,7 @@ TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: no
 # of run names and of the manifests' ``overrides`` (scale has its own manifest field; probe= is
 # replaced by each preset of ``probes``; replace_runs and strict say how to build, not what).
 UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "progress", "report", "probe",
-           "replace_runs", "strict")  # fmt: skip
+           "replace_runs", "strict", "verbose")  # fmt: skip
 NAME_LIMIT = 120  # a longer run name is cut and ends in a hash: file names stop at 255 bytes
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")  # what a run name (a file name) does not hold
 

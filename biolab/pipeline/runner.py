@@ -1,51 +1,107 @@
 """Build planned runs through the stage cache, in one process or several, and file each run's
-manifest once its stages are done."""
+manifest once its stages are done.
+
+A person follows the build on a ``biolab.console.Board``: a line per running run and the stages'
+messages. Worker processes send their messages and progress to it through a queue, so that only
+the parent writes to the console (and a worker's own output goes to its stages' logs)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
+from biolab.console import Board, reporting
 from biolab.pipeline.cache import check_root, ensure
 from biolab.pipeline.manifest import write_manifest
 from biolab.pipeline.plan import validate_plan
 
+_events = None  # in a worker process: the queue to the parent's board (set by _start_worker)
+
 
 def build_run(
-    run: dict, root: Path, progress: bool, log=print, seen: dict | None = None, strict: bool = False
+    run: dict, root: Path, emit, seen: dict | None = None, strict: bool = False, verbose: bool = False
 ) -> Path:
+    """Build ``run``'s stages and file its manifest; its messages and progress go to ``emit`` as
+    Board events. The builds show no progress bars of their own: the board is theirs."""
     seen = {} if seen is None else seen  # each stage is checked once per run, not once per consumer
+    name = run["run"]
+
+    def log(text: str) -> None:
+        emit({"run": name, "message": text})
+
     log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
     context = {k: run.get(k) for k in ("experiment", "run", "data", "scale")}
-    for stage in run["stage_objs"]:
-        ensure(stage, root, log, progress, seen, strict, context)
-    return write_manifest(root, {k: v for k, v in run.items() if k != "stage_objs"})
+    try:
+        with reporting(lambda fields: emit({"run": name, **fields})):
+            for stage in run["stage_objs"]:
+                ensure(stage, root, log, False, seen, strict, context, verbose)
+        return write_manifest(root, {k: v for k, v in run.items() if k != "stage_objs"})
+    finally:
+        emit({"run": name, "end": True})
 
 
-def _build_run_in_worker(run: dict, root: Path, progress: bool, threads: int, strict: bool) -> Path:
+def _start_worker(events, threads: int) -> None:
     import torch
 
+    global _events
+    _events = events
     torch.set_num_threads(threads)
-    name = run["run"]
-    return build_run(run, root, progress, log=lambda m: print(f"[{name}] {m}", flush=True), strict=strict)
+
+
+def _build_run_in_worker(run: dict, root: Path, strict: bool, verbose: bool) -> Path:
+    return build_run(run, root, _events.put, strict=strict, verbose=verbose)
+
+
+def _relay(events, emit) -> None:
+    while (event := events.get()) is not None:
+        emit(event)
+
+
+def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, verbose: bool, emit) -> list:
+    """Each run in one of ``jobs`` spawned processes, each with its share of the CPU threads; their
+    events reach ``emit`` in this process through a queue."""
+    ctx = mp.get_context("spawn")
+    # A SimpleQueue's put returns once the event is written, so every event of a finished run is
+    # in the pipe before its result, and before the end marker put below.
+    events = ctx.SimpleQueue()
+    relay = threading.Thread(target=_relay, args=(events, emit), name="biolab-relay", daemon=True)
+    relay.start()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    try:
+        with ProcessPoolExecutor(jobs, ctx, initializer=_start_worker, initargs=(events, threads)) as pool:
+            futures = [pool.submit(_build_run_in_worker, run, root, strict, verbose) for run in runs]
+            try:
+                wait(futures)
+            except BaseException:  # Ctrl-C: the runs not started yet are not started any more
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        events.put(None)
+        relay.join()
+    return [f.result() for f in futures]
 
 
 def run_experiment(
-    runs: list[dict], root: str | Path, progress: bool = True, log=print, jobs: int = 1, strict: bool = False
-) -> list[Path]:
+    runs: list[dict], root: str | Path, progress: bool = True, log=None, jobs: int = 1, strict: bool = False,
+    verbose: bool = False,
+) -> list[Path]:  # fmt: skip
     """Build every run's stages through the cache; write its manifest; return the manifest paths.
 
     ``jobs > 1`` builds runs in that many processes, each with its share of the CPU threads (small
     models use one core better than two); stages shared between runs are built once (stage lock).
-    ``strict``: a damaged stage stops the run instead of being rebuilt."""
+    ``strict``: a damaged stage stops the run instead of being rebuilt. ``progress``: a line per
+    running run, live on a terminal, plain every tenth of a stage or 30 s elsewhere. ``log`` takes
+    the messages (default: printed). ``verbose``: the builds' output (library banners, warnings)
+    comes to the console, not to each stage's log.txt, and the lines are plain."""
     root = check_root(root)
     validate_plan(runs)
-    if jobs <= 1 or len(runs) == 1:
+    parallel = jobs > 1 and len(runs) > 1
+    with Board(progress=progress, live=False if verbose else None, log=log, prefix=parallel) as board:
+        if parallel:
+            return _build_in_workers(runs, root, jobs, strict, verbose, board.handle)
         seen: dict = {}
-        return [build_run(run, root, progress, log, seen, strict) for run in runs]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_build_run_in_worker, run, root, False, threads, strict) for run in runs]
-        return [f.result() for f in futures]
+        return [build_run(run, root, board.handle, seen, strict, verbose) for run in runs]

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biolab.config import from_dict
+from biolab.console import output_captured, report_progress
 from biolab.data.dataset import read_meta
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
@@ -306,6 +307,8 @@ def train(
     flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
     rank, micro = accelerator.process_index, per_process // n_micro
     bar = tqdm(total=cfg.steps, initial=start_step, desc=run_dir.name, disable=not (main and progress))
+    if main:  # the pipeline's console shows the step a resumed run starts from before its first step
+        report_progress(start_step, cfg.steps)
     model.train()
     t_last, tokens = time.perf_counter(), 0
     last: dict = {}
@@ -361,6 +364,8 @@ def train(
                 row = {"step": done, **evaluate(unwrapped)}
                 logger.log(row)
                 last.update(row)
+            if main:  # the logged row's loss: one step's loss on a small batch jumps about
+                report_progress(done, cfg.steps, last.get("loss", loss_value), last.get("tokens_per_s"))
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
                 _save_checkpoint(accelerator, unwrapped, tokenizer, work, done, cfg.keep_ckpts)
         _check_finite(unwrapped, cfg.steps, work)  # the final model, on every process
@@ -531,10 +536,14 @@ def _wandb_mode(mode: str) -> str:
 def _wandb_init(run_dir: Path, mode: str, meta: dict, config: dict | None = None):
     import wandb
 
+    # Inside the pipeline's stage log: no run history printed at the end of every run (the log keeps
+    # where the run is saved), and no copy of the console in the run's files.
+    settings = wandb.Settings(quiet=True, console="off") if output_captured() else None
     return wandb.init(
         project="biolab", dir=str(run_dir), mode=mode, name=meta.get("name", run_dir.name),
         group=meta.get("group"), tags=meta.get("tags"), config=config, resume="allow",
         id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12],  # the same run on resume
+        settings=settings,
     )  # fmt: skip
 
 
