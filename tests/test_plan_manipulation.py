@@ -133,7 +133,8 @@ def test_the_defaults_leave_every_plan_as_it_was():
 
 
 def test_part32_experiments_share_stages_with_part31():
-    demo = plan(["experiment=demo"])
+    # the Part 3.1 runs of the same two datasets at the same scale (the demo has its own budget)
+    demo = plan(["experiment=fig3_augmentation"], datasets=["bioS_single", "bioS_multi5_permute_fullname"])
     mem = plan(["experiment=p32_memorization"])
     for d, m in zip(demo, mem, strict=True):
         assert (d["stages"]["pretrain"], d["stages"]["eval"]) == (
