@@ -110,39 +110,32 @@ def bench_tokenize(args, tmp: Path) -> dict:
     }
 
 
-def bench_pretrain_cmd(args, tmp: Path) -> dict:
+def _training_inputs(args, tmp: Path):
+    """(corpus, model config, train config) of the training benches, from the command line."""
     from biolab.data.tokens import Corpus, prepare_corpus
     from biolab.model import ModelConfig
-    from biolab.train.bench import bench_pretrain
     from biolab.train.pretrain import TrainConfig
 
     cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
                                f"train.ctx={args.ctx}", f"train.steps={args.steps}"])  # fmt: skip
     corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
-    return bench_pretrain(
+    return (
         corpus,
         ModelConfig.from_dict(OmegaConf.to_container(cfg.model)),
         TrainConfig.from_dict(OmegaConf.to_container(cfg.train)),
-        warmup=args.warmup,
-        repeats=args.repeats,
     )
+
+
+def bench_pretrain_cmd(args, tmp: Path) -> dict:
+    from biolab.train.bench import bench_pretrain
+
+    return bench_pretrain(*_training_inputs(args, tmp), warmup=args.warmup, repeats=args.repeats)
 
 
 def bench_step_cmd(args, tmp: Path) -> dict:
-    from biolab.data.tokens import Corpus, prepare_corpus
-    from biolab.model import ModelConfig
     from biolab.train.bench import bench_cpu_step
-    from biolab.train.pretrain import TrainConfig
 
-    cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
-                               f"train.ctx={args.ctx}", f"train.steps={args.steps}"])  # fmt: skip
-    corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
-    return bench_cpu_step(
-        corpus,
-        ModelConfig.from_dict(OmegaConf.to_container(cfg.model)),
-        TrainConfig.from_dict(OmegaConf.to_container(cfg.train)),
-        warmup=args.warmup,
-    )
+    return bench_cpu_step(*_training_inputs(args, tmp), warmup=args.warmup)
 
 
 def bench_eval_cmd(args, tmp: Path) -> dict:
