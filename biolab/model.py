@@ -1,9 +1,12 @@
-"""Hugging Face causal LMs: built randomly initialised from a small typed config
+"""Hugging Face language models: built randomly initialised from a small typed config
 (``conf/model/*.yaml``), and loaded back from a run's model or peft adapter folder.
 
 The paper's model is "GPT2 with rotary": in transformers that is GPT-NeoX with a sequential residual,
 tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute positions) and
-``llama`` (RMSNorm, SwiGLU, full rotary) are there for ablations.
+``llama`` (RMSNorm, SwiGLU, full rotary) are there for ablations. ``modernbert`` is the paper's
+GBERT (P3.1 section 7): transformers' ModernBERT is the encoder it has with rotary and pre-LayerNorm,
+here with full (global) attention in every layer and trained by masked LM. It differs from the
+paper's "GPT2 with full attention" in a GeGLU MLP, no biases and rotary on every head dim.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoTokenizer,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    ModernBertConfig,
     PreTrainedConfig,
     PreTrainedModel,
 )
@@ -27,7 +32,19 @@ from transformers import (
 from biolab.config import from_dict
 from biolab.errors import ConfigError
 
-ARCHS = ("gpt_neox", "gpt2", "llama")
+ARCHS = ("gpt_neox", "gpt2", "llama", "modernbert")
+MASKED_LM_ARCHS = ("modernbert",)  # trained by masked LM (bidirectional attention); the rest are causal
+
+
+def is_masked_lm(model_or_config) -> bool:
+    """Whether a model (or its transformers config) is a masked LM rather than a causal one."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return config.model_type in MASKED_LM_ARCHS
+
+
+def auto_class(model_or_config):
+    """The transformers Auto class that builds or loads this kind of model."""
+    return AutoModelForMaskedLM if is_masked_lm(model_or_config) else AutoModelForCausalLM
 
 
 @dataclass(frozen=True)
@@ -35,11 +52,11 @@ class ModelConfig:
     """Model shape; the vocabulary comes from the tokenizer at build time."""
 
     name: str = "tiny"
-    arch: str = "gpt_neox"  # gpt_neox ("GPT2 with rotary"), gpt2 (absolute positions), llama
+    arch: str = "gpt_neox"  # gpt_neox ("GPT2 with rotary"), gpt2 (absolute positions), llama, modernbert
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
-    d_ff: int | None = None  # default 4 * d_model, for llama too (its SwiGLU then has 1.5x the MLP params)
+    d_ff: int | None = None  # default 4 * d_model, for llama and modernbert too (gated: 1.5x the MLP params)
     max_positions: int = 512
     rotary_pct: float = 0.25  # fraction of each head's dims that get rotary (gpt_neox only; llama: all)
     rotary_base: float = 10000.0  # gpt_neox and llama
@@ -58,6 +75,10 @@ class ModelConfig:
     @property
     def ff_dim(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def masked_lm(self) -> bool:
+        return self.arch in MASKED_LM_ARCHS
 
     @property
     def rotary_dims(self) -> int:
@@ -142,6 +163,24 @@ def make_hf_config(
             summary_first_dropout=cfg.dropout,
             **common,
         )
+    if cfg.arch == "modernbert":
+        return ModernBertConfig(
+            hidden_size=cfg.d_model,
+            num_hidden_layers=cfg.n_layer,
+            num_attention_heads=cfg.n_head,
+            intermediate_size=cfg.ff_dim,
+            max_position_embeddings=cfg.max_positions,
+            layer_types=["full_attention"] * cfg.n_layer,  # no sliding-window layers: GBERT sees it all
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": cfg.rotary_base}},
+            hidden_activation="gelu",
+            attention_dropout=cfg.dropout,
+            embedding_dropout=cfg.dropout,
+            mlp_dropout=cfg.dropout,
+            classifier_dropout=cfg.dropout,
+            cls_token_id=eos_token_id,  # every text starts after an EOS, as for the causal models
+            sep_token_id=eos_token_id,
+            **common,
+        )
     return LlamaConfig(
         hidden_size=cfg.d_model,
         num_hidden_layers=cfg.n_layer,
@@ -158,9 +197,12 @@ def make_hf_config(
 def build_model(
     cfg: ModelConfig, vocab_size: int, eos_token_id: int, pad_token_id: int, bos_token_id: int | None = None
 ) -> PreTrainedModel:
-    """A randomly initialised causal LM in float32 with SDPA attention; seed torch before calling."""
+    """A randomly initialised causal (or masked) LM in float32 with SDPA attention; seed torch before
+    calling."""
     config = make_hf_config(cfg, vocab_size, eos_token_id, pad_token_id, bos_token_id)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(torch.float32)
+    model = auto_class(config).from_config(config, attn_implementation="sdpa").to(torch.float32)
+    if getattr(model, "generation_config", None) is None:  # an encoder does not generate
+        return model
     # generate() reads the generation config, which can carry its own copies of the special ids.
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
@@ -207,7 +249,13 @@ def load_pretrained(path: str | Path) -> PreTrainedModel:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"pretrained={path} is not a model folder (no config.json)")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return _auto_for(path).from_pretrained(str(path), dtype=torch.float32)
+
+
+def _auto_for(path: Path):
+    """The Auto class for a saved model folder, from its config.json's model_type."""
+    model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    return AutoModelForMaskedLM if model_type in MASKED_LM_ARCHS else AutoModelForCausalLM
 
 
 def load_model(path: str | Path):
@@ -218,7 +266,8 @@ def load_model(path: str | Path):
 
         # The adapter names its base relative to itself (so a root can move); peft alone would
         # resolve that against the working directory.
-        base_model = AutoModelForCausalLM.from_pretrained(str(_adapter_base(path)))
+        base_path = _adapter_base(path)
+        base_model = _auto_for(base_path).from_pretrained(str(base_path))
         peft_model = PeftModel.from_pretrained(base_model, str(path))
         base = peft_model.get_base_model()
         head = base.get_output_embeddings()
@@ -229,7 +278,7 @@ def load_model(path: str | Path):
             base.config.tie_word_embeddings = False
         model = peft_model.merge_and_unload()
     elif (path / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(path))
+        model = _auto_for(path).from_pretrained(str(path))
     else:
         raise ConfigError(f"{path} is neither a model folder nor a peft adapter folder")
     return model.float().eval(), AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -21,8 +21,10 @@ from biolab.data.dataset import iter_jsonl, read_meta
 from biolab.data.people import ATTRIBUTES, SPLITS
 from biolab.data.qa import format_prompt
 from biolab.errors import ConfigError
+from biolab.eval.fill import fill_answers
 from biolab.eval.generate import generate_answers, left_pad, max_new_tokens, prompt_ids
 from biolab.io import atomic_write_text, write_json
+from biolab.model import is_masked_lm
 
 
 @dataclass(frozen=True)
@@ -110,16 +112,23 @@ def evaluate_qa(
     max_people: int | None = None, batch_size: int = 128, num_beams: int = 1, progress: bool = True,
     show_table: bool = True,
 ) -> dict:  # fmt: skip
-    """Exact match, first-token accuracy and majority baseline per attribute and split; writes
+    """Exact match, first-token accuracy and majority baseline per attribute and split (a masked LM
+    fills one mask per answer token, ``biolab.eval.fill``, and is right only if all are); writes
     ``predictions.jsonl`` and ``metrics.json`` into ``out`` and prints a table."""
     items = qa_items(data_dir, splits, max_people)
     if not items:
         raise ConfigError(f"no QA pairs for splits {splits} in {data_dir}")
     prompts = [format_prompt(q["question"]) for q in items]
-    new_tokens = max_new_tokens(tokenizer, [" " + q["answer"] + "." for q in items])
-    preds = generate_answers(model, tokenizer, prompts, batch_size, num_beams, new_tokens, progress)
+    if is_masked_lm(model):  # masks filled in one bidirectional pass; no beam search to be had
+        if num_beams != 1:
+            raise ConfigError("a masked LM fills its answer's masks at once: use eval.num_beams=1")
+        answers = [q["answer"] for q in items]
+        preds, first = fill_answers(model, tokenizer, prompts, answers, batch_size, progress)
+    else:
+        new_tokens = max_new_tokens(tokenizer, [" " + q["answer"] + "." for q in items])
+        preds = generate_answers(model, tokenizer, prompts, batch_size, num_beams, new_tokens, progress)
+        first = first_token_correct(model, tokenizer, items, batch_size)
     correct = np.array([is_correct(p, q["answer"]) for p, q in zip(preds, items, strict=True)])
-    first = first_token_correct(model, tokenizer, items, batch_size)
     metrics: dict = {"data_dir": str(Path(data_dir).resolve()), "num_beams": num_beams, "splits": {}}
     for split in splits:
         sel = [i for i, q in enumerate(items) if q["split"] == split]

@@ -31,6 +31,7 @@ from biolab.data.manipulation import HINT_TASKS, TASKS, validate_task
 from biolab.errors import ConfigError
 from biolab.eval.memorization import MemorizationConfig
 from biolab.eval.qa import EvalConfig
+from biolab.model import MASKED_LM_ARCHS
 from biolab.paper import PaperConfig
 from biolab.pipeline.cache import Stage
 from biolab.pipeline.kinds import (
@@ -50,7 +51,7 @@ from biolab.pipeline.kinds import (
     TASKS as TASK_SET,
 )
 from biolab.pipeline.manifest import name_clash
-from biolab.train.finetune import expand_grid
+from biolab.train.finetune import TARGETS, expand_grid
 
 QA_EVAL = ("finetune", "direct", "none")
 MODES = ("finetune", "mixed")
@@ -227,6 +228,29 @@ def check_run_names(runs: list[dict]) -> None:
             )
 
 
+def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
+    """What the model cannot do with the rest of the config, refused before any work: a masked LM
+    (GBERT) answers QAs by filling masks, so it has no beam search, no generated task answers or
+    bio continuations, and its state at a bio position already sees the values after it (P-probes
+    would read the answer from the input: only Q-probes, on the name alone, mean something)."""
+    arch = cfg["model"].get("arch", "gpt_neox")
+    ft = cfg.get("finetune") or {}
+    if cfg["qa_eval"] == "finetune" and ft.get("method", "lora") == "lora" and arch not in TARGETS:
+        raise ConfigError(f"finetune.method=lora: LoRA targets exist for {sorted(TARGETS)}, not {arch!r}")
+    if arch not in MASKED_LM_ARCHS:
+        return
+    what = f"model.arch={arch} is a masked LM"
+    p_probes = [n for n, p in probes.items() if not str(p.get("kind", "")).startswith("q_")]
+    if p_probes:
+        raise ConfigError(f"{what}: P-probes ({', '.join(p_probes)}) would see the values; use q probes")
+    if (cfg.get("manipulation") or {}).get("tasks"):
+        raise ConfigError(f"{what}: manipulation tasks need generated answers (a causal model)")
+    if (cfg.get("memorization") or {}).get("enabled"):
+        raise ConfigError(f"{what}: memorization generates bio continuations (a causal model)")
+    if cfg["eval"].get("num_beams", 1) != 1:
+        raise ConfigError(f"{what}: its answer masks are filled at once, so eval.num_beams must be 1")
+
+
 def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str] = ()) -> list[dict]:
     """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
 
@@ -238,6 +262,7 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str]
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
     PaperConfig.from_dict(cfg.get("paper") or {})
     EvalConfig.from_dict(cfg["eval"])
+    check_combination(cfg, probes or {})
     # max_values came after many roots were built: left out at its default, their data keys hold.
     data = Stage(DATA, {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
     corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})

@@ -30,7 +30,7 @@ from biolab.data.dataset import read_meta
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError
 from biolab.io import atomic_write_text, write_json
-from biolab.model import load_model
+from biolab.model import auto_class, is_masked_lm, load_model
 from biolab.probe.linear import LinearProbeConfig, fit_linear_probes, majority_accuracy
 from biolab.probe.states import cached_states, collect_states, model_fingerprint, states_key
 from biolab.probe.tasks import (
@@ -117,10 +117,8 @@ class ProbeConfig:
 
 def random_init_like(model, seed: int):
     """An untrained model of the same shape (the control for "the probe learned it, not the LM")."""
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(model.config).to(next(model.parameters()).device).eval()
+    return auto_class(model).from_config(model.config).to(next(model.parameters()).device).eval()
 
 
 def _rows(meta: dict, kind: str, control: str, layers, positions, pos_kind, train_acc, test_acc, majority,
@@ -246,6 +244,8 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
     started = time.time()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(model_dir)
+    if is_masked_lm(model) and cfg.kind.startswith("p_"):
+        raise ConfigError(f"{model_dir} is a masked LM: a bio position sees the values; use a q probe")
     model.to(device)
     data = load_probe_data(data_dir, tokenizer, cfg.max_people, probe_entries(cfg, data_dir))
     if data.entry is not None:  # P_test is scored on `entry` alone: its other entries are not read

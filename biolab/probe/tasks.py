@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from biolab.data.dataset import iter_jsonl, read_meta
-from biolab.data.people import ATTRIBUTES, MONTHS
+from biolab.data.people import ATTRIBUTES, MONTHS, SPLITS
 from biolab.data.tokens import tokenize_texts
 from biolab.errors import ConfigError
 
@@ -53,7 +53,11 @@ class ProbeData:
 
 
 def entries_per_person(data_dir: str | Path) -> int:
+    """Entries of each person; with celebrity and minority groups, the most any group has."""
     counts = read_meta(Path(data_dir))["counts"]
+    groups = counts.get("groups") or {}
+    if groups:
+        return max(g["entries_per_person"] for g in groups.values())
     return counts["bios"] // counts["people"]
 
 
@@ -73,13 +77,21 @@ def load_probe_data(
     limit = meta["counts"]["people"] if max_people is None else max_people
     if limit < 4:
         raise ConfigError(f"max_people={max_people}: probes need at least 4 people")
-    chosen = [p for p in iter_jsonl(data_dir / "people.jsonl") if p["id"] < limit]
+    everyone = list(iter_jsonl(data_dir / "people.jsonl"))
+    if meta["counts"].get("groups"):
+        # the groups are the splits and come one after the other by id: the first `limit` of each half
+        half = -(-limit // 2)
+        chosen = [p for split in SPLITS for p in [q for q in everyone if q["split"] == split][:half]]
+    else:
+        chosen = [p for p in everyone if p["id"] < limit]
     by_key = {
         (b["person_id"], b["entry"]): b for b in iter_jsonl(data_dir / "bios.jsonl") if b["entry"] in entries
     }
-    people = [p for p in chosen for _ in entries]
-    row_entry = np.array([e for _ in chosen for e in entries])
-    bios = [by_key[(p["id"], e)] for p, e in zip(people, row_entry, strict=True)]
+    # a minority person has fewer entries than a celebrity: only the entries a person has
+    pairs = [(p, e) for p in chosen for e in entries if (p["id"], e) in by_key]
+    people = [p for p, _ in pairs]
+    row_entry = np.array([e for _, e in pairs])
+    bios = [by_key[(p["id"], e)] for p, e in pairs]
     char_spans = np.array([[b["spans"][a] for a in ATTRIBUTES] for b in bios], dtype=np.int64)
     ids, offsets, spans = tokenize_texts(
         tokenizer, [b["text"] for b in bios], char_spans, "tokenize probe bios"

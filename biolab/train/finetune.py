@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from biolab.config import from_dict
+from biolab.data.masking import masked_qa, qa_parts, with_mask_token
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import ConfigError
-from biolab.model import load_pretrained
+from biolab.model import is_masked_lm, load_pretrained
 from biolab.train.pretrain import TrainConfig, check_run_dir, check_wandb_meta, corpus_training_data, train
 
 # arch -> (attention modules to adapt, word embedding module, fused qkv layout)
@@ -27,6 +28,7 @@ TARGETS = {
     "gpt_neox": (["query_key_value"], "embed_in", "per_head"),  # per head [q | k | v]
     "gpt2": (["c_attn"], "wte", "blocks"),  # [q | k | v] over the whole width
     "llama": (["q_proj", "v_proj"], "embed_tokens", None),
+    "modernbert": (["Wqkv"], "tok_embeddings", "blocks"),  # GBERT
 }
 STREAM_QA_FINETUNE = 21
 
@@ -88,7 +90,7 @@ def apply_lora(model, cfg: FinetuneConfig):
         alpha_pattern={embedding: cfg.lora_scale * cfg.embed_r} if cfg.embed_r else {},
         lora_dropout=0.0,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=None if is_masked_lm(model) else "CAUSAL_LM",  # peft has no masked-LM task type
     )
     peft_model = get_peft_model(model, lora)
     if cfg.qv_only and layout is not None:
@@ -107,11 +109,16 @@ class QABatches:
 
     Labels cover the answer and its closing EOS (``loss_on="answer"``) or every real token. ``texts``
     (a ``TextSet``, e.g. a Part 3.2 task set's items) replaces the corpus's QA; its ``answer`` marks
-    where the loss starts (for an item written with its CoT hint, the hint)."""
+    where the loss starts (for an item written with its CoT hint, the hint). With ``masked=(mask id,
+    period id)`` (a masked LM) an example is ``[EOS] question Answer:`` and one mask per answer token,
+    labelled with the answer: the form the QA evaluation fills in."""
 
-    def __init__(self, corpus: Corpus, seed: int, loss_on: str = "answer", texts: TextSet | None = None):
+    def __init__(
+        self, corpus: Corpus, seed: int, loss_on: str = "answer", texts: TextSet | None = None,
+        masked: tuple[int, int] | None = None,
+    ):  # fmt: skip
         self.texts = corpus.qa_set() if texts is None else texts
-        self.corpus, self.seed, self.loss_on = corpus, seed, loss_on
+        self.corpus, self.seed, self.loss_on, self.masked = corpus, seed, loss_on, masked
         self.docs = self.texts.train_rows()  # the dataset's split, never recomputed
         if len(self.docs) == 0:
             raise ConfigError("the dataset has no P_train QA pairs")
@@ -132,6 +139,9 @@ class QABatches:
             picked.extend(order[self.pos : self.pos + take])
             self.pos += take
         t = self.texts
+        if self.masked is not None:
+            mask_id, period = self.masked
+            return _right_padded([masked_qa(*qa_parts(t, d, period), t.eos, mask_id) for d in picked], t.pad)
         seqs = [np.concatenate([[t.eos], t.text(d), [t.eos]]) for d in picked]
         width = max(len(s) for s in seqs)
         ids = np.full((n, width), t.pad, dtype=np.int64)
@@ -149,6 +159,17 @@ class QABatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+
+
+def _right_padded(examples: list[tuple[np.ndarray, np.ndarray]], pad: int) -> dict[str, np.ndarray]:
+    width = max(len(ids) for ids, _ in examples)
+    out = {"input_ids": np.full((len(examples), width), pad, dtype=np.int64),
+           "labels": np.full((len(examples), width), -100, dtype=np.int64),
+           "attention_mask": np.zeros((len(examples), width), dtype=np.int64)}  # fmt: skip
+    for i, (ids, labels) in enumerate(examples):
+        out["input_ids"][i, : len(ids)], out["labels"][i, : len(ids)] = ids, labels
+        out["attention_mask"][i, : len(ids)] = 1
+    return out
 
 
 def finetune(
@@ -172,15 +193,21 @@ def finetune(
     check_run_dir(run_dir, overwrite)
     # Absolute, so the adapter's saved base path is found from wherever the working directory was.
     pretrained = Path(pretrained).resolve()
-    load_pretrained(pretrained)  # fail on a bad folder before anything is written
+    masked_lm = is_masked_lm(load_pretrained(pretrained))  # and a bad folder fails before any write
+    tokenizer, masked = corpus.tokenizer(), None
+    if masked_lm:
+        if texts is not None:
+            raise ConfigError("task-set finetuning needs a causal model (a masked LM answers QAs only)")
+        tokenizer = with_mask_token(tokenizer)
+        masked = (tokenizer.mask_token_id, tokenizer.convert_tokens_to_ids("."))
 
     def make_model():
         model = load_pretrained(pretrained)
         return apply_lora(model, cfg) if cfg.method == "lora" else model
 
-    batches = QABatches(corpus, train_cfg.seed, cfg.loss_on, texts)
+    batches = QABatches(corpus, train_cfg.seed, cfg.loss_on, texts, masked)
     return train(
-        run_dir, make_model, corpus.tokenizer(), batches, train_cfg,
+        run_dir, make_model, tokenizer, batches, train_cfg,
         config={"finetune": asdict(cfg), "pretrained": str(pretrained)},
         overwrite=overwrite, progress=progress, on_step=on_step, wandb_meta=wandb_meta,
         training_data=corpus_training_data(corpus),

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from biolab.config import from_dict
 from biolab.console import output_captured, report_progress
 from biolab.data.dataset import read_meta
+from biolab.data.masking import with_mask_token
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import BiolabError, ConfigError
@@ -39,6 +40,7 @@ from biolab.io import check_writable, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
 from biolab.train.metrics import bio_first_token_accuracy, eval_bios
+from biolab.train.mlm import MaskedStream
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU
 WANDB_MODES = ("offline", "online", "disabled")
@@ -197,20 +199,27 @@ def pretrain(
     if cfg.ctx > model_cfg.max_positions:
         raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
     stream = make_stream(corpus, cfg, qa_texts)  # before anything is written: a bad mix fails here
-    sample = eval_bios(corpus, cfg.eval_people)
+    tokenizer = corpus.tokenizer()
+    evaluate = None  # BIO first-token accuracy reads next-token predictions: causal models only
+    if model_cfg.masked_lm:
+        tokenizer = with_mask_token(tokenizer)
+        stream = MaskedStream(stream, tokenizer, cfg.seed)
+    else:
+        sample = eval_bios(corpus, cfg.eval_people)
 
-    def evaluate(model) -> dict:
-        row = {}
-        for split, idx in sample.items():
-            acc = bio_first_token_accuracy(model, corpus, idx)
-            row.update({f"bio_first_token/{split}/{a}": round(v, 4) for a, v in acc.items()})
-        return row
+        def evaluate(model) -> dict:
+            row = {}
+            for split, idx in sample.items():
+                acc = bio_first_token_accuracy(model, corpus, idx)
+                row.update({f"bio_first_token/{split}/{a}": round(v, 4) for a, v in acc.items()})
+            return row
 
     def make_model():
-        return build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
+        vocab = len(tokenizer) if model_cfg.masked_lm else corpus.vocab_size  # + the mask token
+        return build_model(model_cfg, vocab, corpus.eos, corpus.pad, corpus.eos)
 
     return train(
-        run_dir, make_model, corpus.tokenizer(), stream, cfg, evaluate=evaluate,
+        run_dir, make_model, tokenizer, stream, cfg, evaluate=evaluate,
         config={"model": asdict(model_cfg)}, flops_cfg=model_cfg, accelerator=accelerator,
         overwrite=overwrite, on_step=on_step, progress=progress, wandb_meta=wandb_meta,
         training_data=corpus_training_data(corpus),
