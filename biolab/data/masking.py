@@ -110,8 +110,18 @@ def answer_ids(tokenizer, answer: str) -> np.ndarray:
     return drop_period(ids, tokenizer.convert_tokens_to_ids("."))
 
 
-def qa_parts(texts: TextSet, row: int, period: int) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt tokens, answer tokens) of one tokenized QA text ``question Answer: value.``."""
+def qa_parts(texts: TextSet, row: int, period: int, space: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt tokens, answer tokens) of one tokenized QA text ``question Answer: value.``, split
+    where ``answer_ids`` splits them: the answer starts with `` value``'s first token, a lone space
+    token (id ``space``: a small vocabulary may not merge the space into the word) included."""
     tokens = texts.text(row)
     first = int(texts.arrays["answer"][row])
+    if space is not None and first > 0 and tokens[first - 1] == space:
+        first -= 1
     return tokens[:first], drop_period(tokens[first:], period)
+
+
+def split_ids(tokenizer) -> tuple[int, int | None]:
+    """(the period's id, the lone space's id or None): what ``qa_parts`` needs of the tokenizer."""
+    space = tokenizer.convert_tokens_to_ids("Ġ")
+    return tokenizer.convert_tokens_to_ids("."), (space if space != tokenizer.unk_token_id else None)

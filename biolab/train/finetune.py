@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from biolab.config import from_dict
-from biolab.data.masking import masked_qa, qa_parts, with_mask_token
+from biolab.data.masking import masked_qa, qa_parts, split_ids, with_mask_token
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import ConfigError
 from biolab.model import is_masked_lm, load_pretrained
@@ -109,13 +109,14 @@ class QABatches:
 
     Labels cover the answer and its closing EOS (``loss_on="answer"``) or every real token. ``texts``
     (a ``TextSet``, e.g. a Part 3.2 task set's items) replaces the corpus's QA; its ``answer`` marks
-    where the loss starts (for an item written with its CoT hint, the hint). With ``masked=(mask id,
-    period id)`` (a masked LM) an example is ``[EOS] question Answer:`` and one mask per answer token,
-    labelled with the answer: the form the QA evaluation fills in."""
+    where the loss starts (for an item written with its CoT hint, the hint). A masked LM gets
+    ``masked=(mask id, period id, space id)`` (``biolab.data.masking.split_ids``): an example is then
+    ``[EOS] question Answer:`` and one mask per answer token, labelled with the answer: the form the
+    QA evaluation fills in."""
 
     def __init__(
         self, corpus: Corpus, seed: int, loss_on: str = "answer", texts: TextSet | None = None,
-        masked: tuple[int, int] | None = None,
+        masked: tuple[int, int, int | None] | None = None,
     ):  # fmt: skip
         self.texts = corpus.qa_set() if texts is None else texts
         self.corpus, self.seed, self.loss_on, self.masked = corpus, seed, loss_on, masked
@@ -140,8 +141,9 @@ class QABatches:
             self.pos += take
         t = self.texts
         if self.masked is not None:
-            mask_id, period = self.masked
-            return _right_padded([masked_qa(*qa_parts(t, d, period), t.eos, mask_id) for d in picked], t.pad)
+            mask_id, period, space = self.masked
+            examples = [masked_qa(*qa_parts(t, d, period, space), t.eos, mask_id) for d in picked]
+            return _right_padded(examples, t.pad)
         seqs = [np.concatenate([[t.eos], t.text(d), [t.eos]]) for d in picked]
         width = max(len(s) for s in seqs)
         ids = np.full((n, width), t.pad, dtype=np.int64)
@@ -199,7 +201,7 @@ def finetune(
         if texts is not None:
             raise ConfigError("task-set finetuning needs a causal model (a masked LM answers QAs only)")
         tokenizer = with_mask_token(tokenizer)
-        masked = (tokenizer.mask_token_id, tokenizer.convert_tokens_to_ids("."))
+        masked = (tokenizer.mask_token_id, *split_ids(tokenizer))
 
     def make_model():
         model = load_pretrained(pretrained)
