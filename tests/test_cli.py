@@ -23,8 +23,11 @@ REVERSE = [
     "bioS_multi5_reverse6",
     "bioS_multi5_permute_reverse6",
 ]
+CELEBRITY = ["bioS_single_cel", "bioS_single_permute1_cel", "bioS_single_permute1_fullname_cel",
+             "bioR_single_cel", "bioR_single_fullname_cel"]  # fmt: skip
 OTHERS = [
     "bioS_couple2", "bioR_single", "bioR_single_fullname", "bioR_multi5", "bioR_multi5_fullname", *REVERSE,
+    *CELEBRITY,
 ]  # fmt: skip
 
 
@@ -44,8 +47,9 @@ def test_every_data_preset_composes_to_a_valid_config(preset):
     cfg = compose("generate", [f"data={preset}"])
     data = DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
     assert data.name == preset and data.n_people == 100_000 and data.seed == 0
-    assert data.fullname == preset.endswith("_fullname")
+    assert data.fullname == preset.removesuffix("_cel").endswith("_fullname")
     assert data.style == preset[:4]
+    assert data.n_celebrities == (data.n_people if preset in CELEBRITY else 0)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from biolab.data.bios import ANONYMOUS, REVERSE_LAST
 from biolab.data.dataset import iter_jsonl, verify_dataset
-from biolab.data.people import ATTRIBUTES
+from biolab.data.people import ATTRIBUTES, CELEBRITY, GROUPS, MINORITY
 
 _SENTENCE_END = re.compile(r"\.(?= [A-Z])")
 
@@ -59,7 +59,46 @@ def reverse_errors(text: str, spans: dict, person: dict, reverse: int) -> list[s
     return errors
 
 
+def _entries(multi: int, permute: int) -> int:
+    """Bios per person of a format: multi draws, each in max(1, permute) orders."""
+    return multi * max(1, permute)
+
+
+def _group_formats(cfg: dict) -> dict[str, tuple[str, int, bool]]:
+    """A celebrity dataset's groups: group -> (the split its people must have, bios per person,
+    fullname), from meta.json's config alone."""
+    return {
+        CELEBRITY: (
+            "train",
+            _entries(cfg["celebrity_multi"], cfg["celebrity_permute"]),
+            cfg["celebrity_fullname"],
+        ),
+        MINORITY: ("test", _entries(cfg["multi"], cfg["permute"]), cfg["fullname"]),
+    }
+
+
+def _check_groups(people: dict, cfg: dict, formats: dict, problem) -> None:
+    """Groups, splits, group sizes and disjoint names of a celebrity dataset's people."""
+    names: dict[str, set[str]] = {g: set() for g in GROUPS}
+    for p in people.values():
+        g = p["group"]
+        if g not in formats:
+            problem(f"person {p['id']}: group {g!r} is not one of {GROUPS}")
+            continue
+        names[g].add(p["full_name"])
+        if p["split"] != formats[g][0]:
+            problem(f"person {p['id']}: {g} in split {p['split']!r}, expected {formats[g][0]!r}")
+    for name in sorted(names[CELEBRITY] & names[MINORITY]):
+        problem(f"full name {name!r} is both a celebrity's and a minority person's")
+    sizes = Counter(p["group"] for p in people.values())
+    for g, want in ((MINORITY, cfg["n_people"]), (CELEBRITY, cfg["n_celebrities"])):
+        if sizes[g] != want:
+            problem(f"{sizes[g]} {g} people, expected {want}")
+
+
 def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[str], dict]:
+    """The problems of the dataset folder (at most ``max_problems``) and its counts; a celebrity
+    dataset (Result 6) is checked group by group, each against its own format."""
     directory = Path(directory)
     problems: list[str] = []
 
@@ -81,8 +120,17 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         if p["full_name"] != f"{p['first_name']} {p['middle_name']} {p['last_name']}":
             problem(f"person {p['id']}: full_name does not join the name parts")
     splits = Counter(p["split"] for p in people.values())
-    if abs(splits["train"] - splits["test"]) > 1 or set(splits) - {"train", "test"}:
+    # datasets written before celebrities existed lack the key
+    formats = _group_formats(cfg) if cfg.get("n_celebrities", 0) else None
+    if formats is not None:
+        _check_groups(people, cfg, formats, problem)
+    elif abs(splits["train"] - splits["test"]) > 1 or set(splits) - {"train", "test"}:
         problem(f"split is not half/half: {dict(splits)}")
+
+    def fullname_of(p: dict) -> bool:
+        if formats is None or p["group"] not in formats:
+            return cfg["fullname"]
+        return formats[p["group"]][2]
 
     entries = Counter()
     name_counts = Counter()
@@ -102,7 +150,7 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
                 problem(f"bio {b['person_id']}/{b['entry']}: {err}")
         elif not text.startswith(p["full_name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
-        if cfg["fullname"]:
+        if fullname_of(p):
             n_sent = count_sentences(text, spans)
             if n_name != n_sent:
                 problem(f"bio {b['person_id']}/{b['entry']}: {n_name} names in {n_sent} sentences")
@@ -112,9 +160,22 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         for err in agreement_errors(text):
             problem(f"bio {b['person_id']}/{b['entry']}: agreement error {err!r}")
     per = meta["counts"]["entries_per_person"]
-    for pid in people:
-        if entries[pid] != per:
-            problem(f"person {pid}: {entries[pid]} bios, expected {per}")
+    for pid, p in people.items():
+        want = formats[p["group"]][1] if formats is not None and p["group"] in formats else per
+        if entries[pid] != want:
+            problem(f"person {pid}: {entries[pid]} bios, expected {want}")
+    groups = None
+    if formats is not None:
+        groups = {g: {"people": 0, "bios": 0} for g in GROUPS}
+        for pid, p in people.items():
+            if p["group"] in groups:
+                groups[p["group"]]["people"] += 1
+                groups[p["group"]]["bios"] += entries[pid]
+        written = meta["counts"].get("groups", {})
+        for g in GROUPS:
+            mine = {**groups[g], "entries_per_person": formats[g][1]}
+            if written.get(g) != mine:
+                problem(f"meta.json counts.groups.{g} is {written.get(g)}, the files give {mine}")
 
     qa = Counter()
     for q in iter_jsonl(directory / "qa.jsonl"):
@@ -132,4 +193,6 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         "names_per_bio": dict(sorted(name_counts.items())),
         "splits": dict(splits),
     }
+    if groups is not None:
+        stats["groups"] = groups
     return problems, stats

@@ -30,7 +30,20 @@ from biolab.data.bios import (
     render_bios_bioR,
     render_bios_bioS,
 )
-from biolab.data.people import ATTRIBUTES, DAYS, MONTHS, PRONOUNS, YEARS, Person, people_jsonl, sample_people
+from biolab.data.people import (
+    ATTRIBUTES,
+    CELEBRITY,
+    DAYS,
+    GROUPS,
+    MINORITY,
+    MONTHS,
+    PRONOUNS,
+    YEARS,
+    Person,
+    people_jsonl,
+    sample_groups,
+    sample_people,
+)
 from biolab.data.pools import Pools, limit_values, load_pools
 from biolab.data.qa import QA, qa_jsonl, qa_pairs
 from biolab.data.templates import STYLES, load_templates
@@ -41,6 +54,13 @@ FORMAT_VERSION = 1
 FILES = ("people.jsonl", "bios.jsonl", "qa.jsonl")
 # Chunks are fixed in size and seeded by their index, so the bytes do not depend on `workers`.
 CHUNK = 2048
+# The celebrities' chunks are numbered from here: far above any minority chunk (at most
+# pools.n_names / CHUNK of them), so no chunk random stream of one group is the other's.
+CELEBRITY_CHUNKS = 1 << 40
+# Result 6's keys: left out of to_dict while n_celebrities == 0 (see DataConfig.to_dict).
+CELEBRITY_KEYS = (
+    "n_celebrities", "celebrity_style", "celebrity_multi", "celebrity_permute", "celebrity_fullname",
+)  # fmt: skip
 
 
 @contextmanager
@@ -77,6 +97,13 @@ class DataConfig:
     pools: str | None = None  # a folder of custom pools (default: the paper's)
     templates: str | None = None  # a folder of custom templates (default: the package's)
     max_values: int = 0  # keep this many values per attribute pool (0: all); for small probing runs
+    # Result 6 (celebrities help minorities): n_celebrities > 0 adds that many celebrities (split
+    # train) in their own format; the n_people, rendered as above, become the minority (split test).
+    n_celebrities: int = 0
+    celebrity_style: str = "bioS"
+    celebrity_multi: int = 5
+    celebrity_permute: int = 1  # multi5+permute: 5 entries, each in its own shuffled order
+    celebrity_fullname: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
@@ -105,9 +132,37 @@ class DataConfig:
             raise ConfigError(f"data.max_fillers must be >= 0, got {self.max_fillers}")
         if self.max_values == 1 or self.max_values < 0:
             raise ConfigError(f"data.max_values must be 0 (all values) or >= 2, got {self.max_values}")
+        if self.n_celebrities < 0:
+            raise ConfigError(f"data.n_celebrities must be >= 0, got {self.n_celebrities}")
+        if self.n_celebrities:
+            self._validate_celebrities()
+
+    def _validate_celebrities(self) -> None:
+        for k in ("reverse", "couple"):
+            if getattr(self, k):
+                raise ConfigError(f"data.{k} is not supported with celebrities (data.n_celebrities > 0)")
+        if self.group != "main":
+            raise ConfigError(
+                f"data.group must stay 'main' with celebrities: the groups are {GROUPS}, got {self.group!r}"
+            )
+        try:
+            self.celebrity_config().validate()
+        except ConfigError as err:
+            # the same rules as the main format; the message names the celebrity keys
+            msg = str(err).replace("data.", "data.celebrity_")
+            raise ConfigError(f"data.celebrity_* (the celebrities' format): {msg}") from None
+
+    def celebrity_config(self) -> DataConfig:
+        """The celebrities' format as a config of its own: this one with style, multi, permute and
+        fullname replaced and no celebrities (render_chunk and the bioS fast path take it as is)."""
+        return dataclasses.replace(
+            self, style=self.celebrity_style, multi=self.celebrity_multi, permute=self.celebrity_permute,
+            fullname=self.celebrity_fullname, n_celebrities=0,
+        )  # fmt: skip
 
     @property
     def entries_per_person(self) -> int:
+        """Bios per person of the main format (with celebrities: the minority's)."""
         return entries_per_person(self.multi, self.permute)
 
     def to_dict(self) -> dict:
@@ -118,6 +173,9 @@ class DataConfig:
             del d["reverse"]
         if not self.max_values:
             del d["max_values"]  # the same reason
+        if not self.n_celebrities:
+            for k in CELEBRITY_KEYS:  # the same reason
+                del d[k]
         return d
 
 
@@ -128,6 +186,11 @@ def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
         pools = limit_values(pools, cfg.max_values)
     if cfg.n_people > pools.n_names:
         raise ConfigError(f"data.n_people={cfg.n_people} exceeds the {pools.n_names} distinct full names")
+    if cfg.n_people + cfg.n_celebrities > pools.n_names:
+        raise ConfigError(
+            f"data.n_people + data.n_celebrities = {cfg.n_people + cfg.n_celebrities} exceeds the "
+            f"{pools.n_names} distinct full names"
+        )
     return pools, load_templates(cfg.style, cfg.templates)
 
 
@@ -146,8 +209,28 @@ def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=No
     )  # fmt: skip
 
 
-def _chunks(people: list[Person]) -> list[tuple[int, list[Person]]]:
-    return [(c, people[s : s + CHUNK]) for c, s in enumerate(range(0, len(people), CHUNK))]
+def _chunks(people: list[Person], first: int = 0) -> list[tuple[int, list[Person]]]:
+    return [(first + c, people[s : s + CHUNK]) for c, s in enumerate(range(0, len(people), CHUNK))]
+
+
+def _sample(cfg: DataConfig, pools: Pools) -> list[Person]:
+    if cfg.n_celebrities:
+        return sample_groups(cfg.n_people, cfg.n_celebrities, cfg.seed, pools)
+    return sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
+
+
+def _parts(cfg: DataConfig, people: list[Person], templates) -> list[tuple]:
+    """(group, format, people, templates, first chunk index) of each group, in file order: the
+    minority (or the only group) exactly as without celebrities, then the celebrities."""
+    if not cfg.n_celebrities:
+        return [(cfg.group, cfg, people, templates, 0)]
+    cel = cfg.celebrity_config()
+    cel_templates = templates if cel.style == cfg.style else load_templates(cel.style, cel.templates)
+    n = cfg.n_people
+    return [
+        (MINORITY, cfg, people[:n], templates, 0),
+        (CELEBRITY, cel, people[n:], cel_templates, CELEBRITY_CHUNKS),
+    ]
 
 
 @dataclass
@@ -163,8 +246,13 @@ class Dataset:
 def generate(cfg: DataConfig) -> Dataset:
     """Everything in memory, single process; the same bytes as ``write_dataset``."""
     pools, templates = load_sources(cfg)
-    people = sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
-    bios = [b for c, ps in _chunks(people) for b in render_chunk(cfg, ps, c, templates)]
+    people = _sample(cfg, pools)
+    bios = [
+        b
+        for _, fmt, group, ts, first in _parts(cfg, people, templates)
+        for c, ps in _chunks(group, first)
+        for b in render_chunk(fmt, ps, c, ts)
+    ]
     return Dataset(cfg, people, bios, [q for p in people for q in qa_pairs(p)])
 
 
@@ -192,7 +280,7 @@ def bits_per_person(cfg: DataConfig, pools: Pools) -> dict:
         "pronoun": math.log2(len(PRONOUNS)),
     }
     attrs = sum(per.values())
-    name = math.log2(pools.n_names / cfg.n_people)
+    name = math.log2(pools.n_names / (cfg.n_people + cfg.n_celebrities))  # every name the data holds
     return {
         "per_attribute": {k: round(v, 4) for k, v in per.items()},
         "attributes": round(attrs, 4),
@@ -228,7 +316,7 @@ def write_dataset(
     timings["encode_sha256_write"] = 0.0
     clock = time.perf_counter()
     with atomic_dir(out, overwrite) as tmp, _gc_paused():
-        people = sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
+        people = _sample(cfg, pools)
         digests = {f: hashlib.sha256() for f in FILES}
 
         def emit(f, fh, text):
@@ -254,7 +342,10 @@ def write_dataset(
         lap("qa.jsonl")
         chars: list[int] = []
         words: list[int] = []
-        jobs = [(cfg, c, ps, templates) for c, ps in _chunks(people)]
+        parts = _parts(cfg, people, templates)
+        jobs = [(fmt, c, ps, ts) for _, fmt, group, ts, first in parts for c, ps in _chunks(group, first)]
+        job_group = [g for g, _, group, _, first in parts for _ in _chunks(group, first)]
+        group_bios = dict.fromkeys((g for g, *_ in parts), 0)
         bar = tqdm(total=len(people), desc=f"bios {cfg.name}", unit="people", disable=not progress)
         with open(tmp / "bios.jsonl", "wb") as f:
             if workers == 1:
@@ -264,10 +355,11 @@ def write_dataset(
                 pool = mp.get_context("fork").Pool(workers)
                 results = pool.imap(_chunk_job, jobs)  # ordered: same bytes as one worker
             try:
-                for (_, _, ps, _), (text, c, w) in zip(jobs, results, strict=True):
+                for (_, _, ps, _), g, (text, c, w) in zip(jobs, job_group, results, strict=True):
                     emit("bios.jsonl", f, text)
                     chars += c
                     words += w
+                    group_bios[g] += len(c)
                     bar.update(len(ps))
             finally:
                 if pool is not None:
@@ -275,19 +367,27 @@ def write_dataset(
         bar.close()
         lap("bios.jsonl")
         n_train = sum(p.split == "train" for p in people)
+        counts = {
+            "people": len(people),
+            "train": n_train,
+            "test": len(people) - n_train,
+            "bios": len(chars),
+            "entries_per_person": cfg.entries_per_person,  # with celebrities: the minority's
+            "qa": n_qa,
+        }
+        if cfg.n_celebrities:
+            by_group = {g: (fmt, group) for g, fmt, group, *_ in parts}
+            counts["groups"] = {
+                g: {"people": len(by_group[g][1]), "bios": group_bios[g],
+                    "entries_per_person": by_group[g][0].entries_per_person}
+                for g in GROUPS
+            }  # fmt: skip
         meta = {
             "format_version": FORMAT_VERSION,
             "biolab_version": __version__,
             "config": cfg.to_dict(),
             "attributes": list(ATTRIBUTES),
-            "counts": {
-                "people": len(people),
-                "train": n_train,
-                "test": len(people) - n_train,
-                "bios": len(chars),
-                "entries_per_person": cfg.entries_per_person,
-                "qa": n_qa,
-            },
+            "counts": counts,
             "bits_per_person": bits_per_person(cfg, pools),
             "bio_length": {"chars": _length_stats(chars), "words": _length_stats(words)},
             "sha256": {f: d.hexdigest() for f, d in digests.items()},

@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from biolab.config import from_dict
+from biolab.data.dataset import CELEBRITY_KEYS
 from biolab.data.manipulation import HINT_TASKS, TASKS, validate_task
 from biolab.errors import ConfigError
 from biolab.eval.memorization import MemorizationConfig
@@ -263,8 +264,11 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str]
     PaperConfig.from_dict(cfg.get("paper") or {})
     EvalConfig.from_dict(cfg["eval"])
     check_combination(cfg, probes or {})
-    # max_values came after many roots were built: left out at its default, their data keys hold.
-    data = Stage(DATA, {k: v for k, v in cfg["data"].items() if k != "max_values" or v})
+    # max_values and the celebrity keys came after many roots were built: left out at their defaults
+    # (the celebrity keys while there are none), the data keys of those roots hold.
+    cel = cfg["data"].get("n_celebrities")
+    data = Stage(DATA, {k: v for k, v in cfg["data"].items()
+                        if (k != "max_values" or v) and (k not in CELEBRITY_KEYS or cel)})  # fmt: skip
     corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})
     pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
     probe_stages = {
