@@ -21,10 +21,13 @@ def summarize(directory: str | Path, meta: dict, seconds: float | None = None) -
     bio = _first_line(directory / "bios.jsonl")
     qa = _first_line(directory / "qa.jsonl")
     took = f" in {seconds:.1f}s" if seconds is not None else ""
+    per = f"{c['entries_per_person']} per person"
+    if c.get("groups"):  # celebrities and minority: each group its own format
+        per = ", ".join(f"{g['entries_per_person']} per {name}" for name, g in c["groups"].items())
     return "\n".join([
         f"dataset {cfg['name']} (style {cfg['style']}, seed {cfg['seed']}) -> {directory}{took}",
         f"  people   {c['people']} ({c['train']} train / {c['test']} test)",
-        f"  bios     {c['bios']} ({c['entries_per_person']} per person)",
+        f"  bios     {c['bios']} ({per})",
         f"  qa       {c['qa']}",
         f"  length   {words['mean']} words (min {words['min']}, max {words['max']}),"
         f" {chars['mean']} chars per bio",
