@@ -281,3 +281,27 @@ def test_every_celebrity_preset_composes_and_writes_a_sound_dataset(tmp_path, pr
     meta = write_dataset(data, tmp_path / preset, progress=False)
     assert meta["counts"]["groups"]["celebrity"] == {"people": 12, "bios": 60, "entries_per_person": 5}
     assert check_dataset(tmp_path / preset)[0] == []
+
+
+def test_training_sees_the_celebrities_qas_only(tmp_path):
+    """What QA finetuning and mixed training read: exactly the celebrities' six QAs each, never the
+    minority's (the minority is what the run is scored on)."""
+    from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.train.finetune import QABatches
+    from biolab.train.pretrain import TrainConfig, make_stream
+
+    corpus = Corpus(prepare_corpus(tmp_path, DataConfig(n_people=12, n_celebrities=8), vocab_size=300))
+    people = {p["id"]: p for p in rows(tmp_path / "data" / "people.jsonl")}
+    celebrities = sorted(i for i, p in people.items() if p["group"] == CELEBRITY)
+    finetune_rows = QABatches(corpus, 0).docs
+    seen = corpus.qa["person_id"][finetune_rows]
+    assert sorted(Counter(seen.tolist()).items()) == [(i, len(ATTRIBUTES)) for i in celebrities]
+    stream = make_stream(corpus, TrainConfig(qa_ratio=1.0, ctx=32))
+    qa_tokens = {int(t) for t in stream.next_windows(64).ravel()} - {corpus.eos}
+
+    def tokens(qa_rows) -> set[int]:
+        return {int(t) for r in qa_rows for t in corpus.qa_text(r)}
+
+    minority = [r for r, i in enumerate(corpus.qa["person_id"]) if people[int(i)]["group"] == MINORITY]
+    minority_only = tokens(minority) - tokens(finetune_rows)
+    assert minority_only and not qa_tokens & minority_only  # no token only a minority QA has
