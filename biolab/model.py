@@ -130,13 +130,12 @@ def make_hf_config(
         tie_word_embeddings=cfg.tie_embeddings,
         **ids,
     )
+    # the names GPT-NeoX, ModernBERT and Llama share (GPT-2 has its own)
+    shape = dict(hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                 intermediate_size=cfg.ff_dim, max_position_embeddings=cfg.max_positions)  # fmt: skip
     if cfg.arch == "gpt_neox":
         return GPTNeoXConfig(
-            hidden_size=cfg.d_model,
-            num_hidden_layers=cfg.n_layer,
-            num_attention_heads=cfg.n_head,
-            intermediate_size=cfg.ff_dim,
-            max_position_embeddings=cfg.max_positions,
+            **shape,
             # transformers 5 keeps rotary settings in rope_parameters (rotary_pct/rotary_emb_base are gone)
             rope_parameters={
                 "rope_type": "default",
@@ -165,11 +164,7 @@ def make_hf_config(
         )
     if cfg.arch == "modernbert":
         return ModernBertConfig(
-            hidden_size=cfg.d_model,
-            num_hidden_layers=cfg.n_layer,
-            num_attention_heads=cfg.n_head,
-            intermediate_size=cfg.ff_dim,
-            max_position_embeddings=cfg.max_positions,
+            **shape,
             layer_types=["full_attention"] * cfg.n_layer,  # no sliding-window layers: GBERT sees it all
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": cfg.rotary_base}},
             hidden_activation="gelu",
@@ -182,12 +177,8 @@ def make_hf_config(
             **common,
         )
     return LlamaConfig(
-        hidden_size=cfg.d_model,
-        num_hidden_layers=cfg.n_layer,
-        num_attention_heads=cfg.n_head,
+        **shape,
         num_key_value_heads=cfg.n_head,
-        intermediate_size=cfg.ff_dim,
-        max_position_embeddings=cfg.max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rotary_base},
         attention_dropout=cfg.dropout,  # Llama has no residual or embedding dropout
         **common,

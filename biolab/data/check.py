@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from biolab.data.bios import ANONYMOUS, REVERSE_LAST
+from biolab.data.bios import ANONYMOUS, REVERSE_LAST, entries_per_person
 from biolab.data.dataset import iter_jsonl, verify_dataset
 from biolab.data.people import ATTRIBUTES, CELEBRITY, GROUPS, MINORITY
 
@@ -59,21 +59,16 @@ def reverse_errors(text: str, spans: dict, person: dict, reverse: int) -> list[s
     return errors
 
 
-def _entries(multi: int, permute: int) -> int:
-    """Bios per person of a format: multi draws, each in max(1, permute) orders."""
-    return multi * max(1, permute)
-
-
 def _group_formats(cfg: dict) -> dict[str, tuple[str, int, bool]]:
     """A celebrity dataset's groups: group -> (the split its people must have, bios per person,
     fullname), from meta.json's config alone."""
     return {
         CELEBRITY: (
             "train",
-            _entries(cfg["celebrity_multi"], cfg["celebrity_permute"]),
+            entries_per_person(cfg["celebrity_multi"], cfg["celebrity_permute"]),
             cfg["celebrity_fullname"],
         ),
-        MINORITY: ("test", _entries(cfg["multi"], cfg["permute"]), cfg["fullname"]),
+        MINORITY: ("test", entries_per_person(cfg["multi"], cfg["permute"]), cfg["fullname"]),
     }
 
 
