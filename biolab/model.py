@@ -56,7 +56,8 @@ class ModelConfig:
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
-    d_ff: int | None = None  # default 4 * d_model, for llama and modernbert too (gated: 1.5x the MLP params)
+    d_ff: int | None = None  # default 4 * d_model, for llama and modernbert too (gated: 1.5x the MLP params);
+    # 0: no MLP (Part 3.3 result 5; what is left of it is the output bias, d_model numbers per layer)
     max_positions: int = 512
     rotary_pct: float = 0.25  # fraction of each head's dims that get rotary (gpt_neox only; llama: all)
     rotary_base: float = 10000.0  # gpt_neox and llama
@@ -90,8 +91,10 @@ class ModelConfig:
         for key in ("n_layer", "n_head", "d_model", "max_positions"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.d_ff is not None and self.d_ff < 1:
-            raise ConfigError(f"model.d_ff must be >= 1 or null, got {self.d_ff}")
+        if self.d_ff is not None and self.d_ff < 0:
+            raise ConfigError(f"model.d_ff must be >= 0 or null, got {self.d_ff}")
+        if self.d_ff == 0 and self.arch not in ("gpt_neox", "llama"):
+            raise ConfigError(f"model.d_ff=0 (no MLP) works for gpt_neox and llama, not {self.arch}")
         if self.d_model % self.n_head:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"

@@ -165,3 +165,24 @@ class PaperConfig:
     def validate(self) -> None:
         check_sources({k: getattr(self, k) for k in SOURCE_KEYS})  # a typo fails before any work
         check_statements(self.statements)
+
+
+CAPACITY_CSV = Path(__file__).resolve().parent / "data" / "capacity_reference.csv"
+CAPACITY_COLUMNS = ("kind", "exposures", "N", "value", "source")
+
+
+def capacity_reference(path: str | Path = CAPACITY_CSV) -> list[dict]:
+    """Part 3.3's reference values (``capacity_reference.csv``): the 2 and 1 bit/param laws and the
+    digitised Figure 1(a) peaks and plateaus; exposures, N (None when not one N) and value as numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: the paper's capacity reference values are missing from the package")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    reader = csv.DictReader(lines)
+    if tuple(reader.fieldnames or ()) != CAPACITY_COLUMNS:
+        raise DataFileError(f"{path}: header must be {','.join(CAPACITY_COLUMNS)}")
+    try:
+        return [{**r, "exposures": int(r["exposures"]), "N": int(r["N"]) if r["N"] else None,
+                 "value": float(r["value"])} for r in reader]  # fmt: skip
+    except ValueError as err:
+        raise DataFileError(f"{path}: {err}") from None

@@ -10,7 +10,7 @@ from biolab.cli import hydra_main
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root
 from biolab.pipeline.manifest import claim_runs
-from biolab.pipeline.plan import check_run_names, plan_runs, run_overrides
+from biolab.pipeline.plan import check_run_names, plan_runs, run_overrides, sweep_variants
 from biolab.pipeline.runner import run_experiment
 from biolab.report.write import write_report
 
@@ -48,8 +48,10 @@ def main(cfg) -> None:
         probes[name] = _compose(overrides, [f"probe={name}"])["probe"]
     named = run_overrides(task)
     runs = []
+    variants = sweep_variants(_plain(cfg.people), _plain(cfg.models), _plain(cfg.exposures))
     for name in datasets:
-        runs += plan_runs(_compose(overrides, [f"data={name}"]), probes, named)
+        for variant, extra in variants:
+            runs += plan_runs(_compose(overrides, [f"data={name}", *extra]), probes, named, variant)
     check_run_names(runs)
     root = check_root(cfg.root)
     with claim_runs(runs, root, _replace_flag(cfg)):
@@ -60,6 +62,10 @@ def main(cfg) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
             report = write_report(root, experiments=cfg.experiment)
         print(report.read_text())
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _replace_flag(cfg) -> str | None:

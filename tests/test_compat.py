@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import CONF_DIR, compose
 from biolab.pipeline.manifest import MANIFESTS, load_runs
-from biolab.pipeline.plan import plan_runs, validate_plan
+from biolab.pipeline.plan import plan_runs, sweep_variants, validate_plan
 from biolab.report.write import build_report
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -35,8 +35,11 @@ def planned_runs(base: list[str]) -> list[dict]:
         for p in cfg.probes
     }
     runs = []
+    sweep = [OmegaConf.to_container(cfg, resolve=True)[k] for k in ("people", "models", "exposures")]
     for d in datasets:
-        runs += plan_runs(OmegaConf.to_container(compose("run", [*base, f"data={d}"]), resolve=True), probes)
+        for variant, extra in sweep_variants(*sweep):
+            composed = compose("run", [*base, f"data={d}", *extra])
+            runs += plan_runs(OmegaConf.to_container(composed, resolve=True), probes, variant=variant)
     return runs
 
 

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -352,7 +353,9 @@ def test_wandb_offline_for_real(corpus, tmp_path, monkeypatch):
     pretrain(run, corpus, MODEL, train_cfg(steps=1, wandb="offline", eval_every=0), wandb_meta=META,
              progress=False)  # fmt: skip
     log_summary(run, "offline", META, {"exact_match/test/mean": 0.25})
-    ids = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
+    # wandb 0.31 names a reopened run's folder "<id>-1"; older releases reuse "<id>"
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?", p.name)[1]
+           for p in (run / "wandb").glob("offline-run-*")}  # fmt: skip
     assert ids == {hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:12]}  # one run, reopened
 
 

@@ -19,6 +19,14 @@ from tqdm.auto import tqdm
 
 from biolab import __version__
 from biolab.config import from_dict
+from biolab.data.biod import (
+    BioDConfig,
+    biod_bits,
+    chunk_vocabularies,
+    render_biod,
+    sample_values,
+    value_texts,
+)
 from biolab.data.bios import (
     Bio,
     bio_rng,
@@ -51,6 +59,7 @@ from biolab.errors import ConfigError, DataFileError
 from biolab.io import atomic_dir, write_json
 
 FORMAT_VERSION = 1
+BIOD = "bioD"  # data.style of Part 3.3's bioD (biolab.data.biod); bioS and bioR have templates
 FILES = ("people.jsonl", "bios.jsonl", "qa.jsonl")
 # Chunks are fixed in size and seeded by their index, so the bytes do not depend on `workers`.
 CHUNK = 2048
@@ -104,14 +113,19 @@ class DataConfig:
     celebrity_multi: int = 5
     celebrity_permute: int = 1  # multi5+permute: 5 entries, each in its own shuffled order
     celebrity_fullname: bool = False
+    biod: dict | None = None  # style bioD (Part 3.3): {K, C, D, L, T}, biolab.data.biod.BioDConfig
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
         return from_dict(cls, d, "data")
 
     def validate(self) -> None:
-        if self.style not in STYLES:
-            raise ConfigError(f"data.style must be one of {STYLES}, got {self.style!r}")
+        if self.style not in (*STYLES, BIOD):
+            raise ConfigError(f"data.style must be one of {(*STYLES, BIOD)}, got {self.style!r}")
+        if self.style == BIOD:
+            self._validate_biod()
+        elif self.biod is not None:
+            raise ConfigError(f"data.biod is for data.style={BIOD}, not {self.style}")
         if self.n_people < 2:
             raise ConfigError(f"data.n_people must be >= 2, got {self.n_people}")
         if self.multi < 1:
@@ -136,6 +150,13 @@ class DataConfig:
             raise ConfigError(f"data.n_celebrities must be >= 0, got {self.n_celebrities}")
         if self.n_celebrities:
             self._validate_celebrities()
+
+    def _validate_biod(self) -> None:
+        BioDConfig.from_dict(self.biod)
+        fixed = ("permute", "fullname", "couple", "reverse", "n_celebrities", "max_values", "templates")
+        for k in fixed:
+            if getattr(self, k):
+                raise ConfigError(f"data.{k} is not a bioD option (one fixed template, random order)")
 
     def _validate_celebrities(self) -> None:
         for k in ("reverse", "couple"):
@@ -176,6 +197,8 @@ class DataConfig:
         if not self.n_celebrities:
             for k in CELEBRITY_KEYS:  # the same reason
                 del d[k]
+        if self.biod is None:
+            del d["biod"]  # the same reason
         return d
 
 
@@ -191,7 +214,7 @@ def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
             f"data.n_people + data.n_celebrities = {cfg.n_people + cfg.n_celebrities} exceeds the "
             f"{pools.n_names} distinct full names"
         )
-    return pools, load_templates(cfg.style, cfg.templates)
+    return pools, None if cfg.style == BIOD else load_templates(cfg.style, cfg.templates)
 
 
 def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=None) -> list[Bio]:
@@ -312,6 +335,8 @@ def write_dataset(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     pools, templates = load_sources(cfg)
+    if cfg.style == BIOD:
+        return _write_biod(cfg, pools, out, overwrite)
     timings = {} if timings is None else timings
     timings["encode_sha256_write"] = 0.0
     clock = time.perf_counter()
@@ -394,6 +419,42 @@ def write_dataset(
         }
         write_json(tmp / "meta.json", meta)  # written last: its presence marks completeness
         lap("meta.json")
+    return meta
+
+
+def _write_biod(cfg: DataConfig, pools: Pools, out: str | Path, overwrite: bool) -> dict:
+    """A bioD dataset folder: the same four files, its K attributes in place of the six."""
+    b = BioDConfig.from_dict(cfg.biod)
+    people = sample_people(cfg.n_people, cfg.seed, pools, cfg.group)
+    vocab = chunk_vocabularies(b, cfg.seed)
+    texts = value_texts(b, vocab, sample_values(b, len(people), cfg.seed))
+    attrs = b.attributes()
+    rows = [{"id": p.id, "full_name": p.full_name, "first_name": p.first_name, "middle_name": p.middle_name,
+             "last_name": p.last_name, "split": p.split, "group": p.group, **dict(zip(attrs, t, strict=True))}
+            for p, t in zip(people, texts, strict=True)]  # fmt: skip
+    qas = [{"person_id": p.id, "attribute": a, "question": f"What is {p.full_name}'s {a}?", "answer": v,
+            "split": p.split} for p, t in zip(people, texts, strict=True) for a, v in zip(attrs, t, strict=True)]  # fmt: skip
+    bios = render_biod(people, texts, b, cfg.multi, cfg.seed)
+    files = {
+        "people.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
+        "qa.jsonl": "".join(json.dumps(q) + "\n" for q in qas),
+        "bios.jsonl": "".join(x.to_json() + "\n" for x in bios),
+    }
+    with atomic_dir(out, overwrite) as tmp:
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        n_train = sum(p.split == "train" for p in people)
+        meta = {
+            "format_version": FORMAT_VERSION, "biolab_version": __version__, "config": cfg.to_dict(),
+            "attributes": attrs,
+            "counts": {"people": len(people), "train": n_train, "test": len(people) - n_train,
+                       "bios": len(bios), "entries_per_person": cfg.multi, "qa": len(qas)},
+            "bits_per_person": biod_bits(b, len(people), pools.n_names),
+            "bio_length": {"chars": _length_stats([len(x.text) for x in bios]),
+                           "words": _length_stats([len(x.text.split()) for x in bios])},
+            "sha256": {f: hashlib.sha256(t.encode("utf-8")).hexdigest() for f, t in files.items()},
+        }  # fmt: skip
+        write_json(tmp / "meta.json", meta)
     return meta
 
 

@@ -261,9 +261,10 @@ def tokenize_dataset(
         vocab = len(tokenizer)
         dtype = token_dtype(vocab)
 
+        attrs = data_meta.get("attributes", ATTRIBUTES)  # bioD names its own K
         spans = np.array(
-            [[b["spans"][a] for a in ATTRIBUTES] + [b["spans"]["name"][0]] for b in bios], dtype=np.int64
-        ).reshape(len(bios), len(ATTRIBUTES) + 1, 2)
+            [[b["spans"][a] for a in attrs] + [b["spans"]["name"][0]] for b in bios], dtype=np.int64
+        ).reshape(len(bios), len(attrs) + 1, 2)
         ids, offsets, tok = tokenize_texts(tokenizer, [b["text"] for b in bios], spans, "tokenize bios")
         ids.astype(dtype).tofile(tmp / "bios.bin")
         lap("tokenize_bios")
@@ -274,8 +275,8 @@ def tokenize_dataset(
             person_id=np.array([b["person_id"] for b in bios], dtype=np.int32),
             entry=np.array([b["entry"] for b in bios], dtype=np.int32),
             split=split,
-            attr=tok[:, : len(ATTRIBUTES)],
-            name=tok[:, len(ATTRIBUTES)],
+            attr=tok[:, : len(attrs)],
+            name=tok[:, len(attrs)],
         )
 
         # The answer starts right after the prompt: its first token index is the prompt's length
@@ -289,7 +290,7 @@ def tokenize_dataset(
             tmp / "qa.npz",
             offsets=q_offsets,
             person_id=np.array([q["person_id"] for q in qas], dtype=np.int32),
-            attribute=np.array([ATTRIBUTES.index(q["attribute"]) for q in qas], dtype=np.int8),
+            attribute=np.array([attrs.index(q["attribute"]) for q in qas], dtype=np.int8),
             split=np.array([q["split"] == "train" for q in qas], dtype=np.int8),
             answer=q_tok[:, 0, 0],
         )
@@ -376,6 +377,17 @@ def write_texts(tokenizer, texts: list[str], answer_chars: list[int], out: str |
             "texts": len(texts), "tokens": int(len(ids))}  # fmt: skip
     write_json(out / f"{name}.json", meta)
     return meta
+
+
+def pad_right(seqs: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """[batch, max_len] ids and attention mask; right padding keeps positions of a causal model."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask
 
 
 class Corpus:

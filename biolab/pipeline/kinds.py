@@ -1,8 +1,8 @@
 """Every stage kind, declared once: its outputs, its build and its config check.
 
 generate (data) -> tokenize (corpus) -> pretrain (BIO, or mixed with ``train.qa_ratio``) ->
-finetune + evaluate, or evaluate alone (mixed training) -> probe; memorization of the pretrained
-model; a manipulation task set (tasks) -> task_finetune or task_mixed -> task_eval. Adding a kind
+finetune + evaluate, or evaluate alone (mixed training) -> probe; memorization and capacity (bits
+of knowledge, Part 3.3) of the pretrained model; a manipulation task set (tasks) -> task_finetune or task_mixed -> task_eval. Adding a kind
 is one ``Kind`` record here and its build function; biolab.pipeline.plan wires it into runs.
 """
 
@@ -16,6 +16,7 @@ from biolab.data.manipulation import validate_task, write_task_set
 from biolab.data.task_tokens import load_task_texts, tokenize_task_set
 from biolab.data.tokens import Corpus, TokenizerConfig, load_tokenizer, tokenize_dataset
 from biolab.errors import ConfigError
+from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.eval.memorization import MemorizationConfig, bio_completion, verbatim
 from biolab.eval.qa import EvalConfig, evaluate_qa
 from biolab.eval.tasks import evaluate_task_set
@@ -128,6 +129,23 @@ def check_memorization(cfg: dict) -> None:
     MemorizationConfig.from_dict(cfg["memorization"])
 
 
+def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
+    model_dir = Path(inputs["pretrain"]) / "model"
+    model, tokenizer = load_model(model_dir)
+    corpus = Corpus(inputs["corpus"])
+    c = CapacityConfig.from_dict(cfg["capacity"])
+    rows = measure_with_quantized(model, tokenizer, inputs["data"], corpus.bio_ids, c, progress)
+    trained = json.loads((Path(inputs["pretrain"]) / "config.json").read_text())
+    exposures = (trained.get("exposures") or {}).get("exposures")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / "capacity.json", {"config": cfg["capacity"], "exposures": exposures,
+                                             "trained": trained.get("exposures"), "rows": rows})  # fmt: skip
+
+
+def check_capacity(cfg: dict) -> None:
+    CapacityConfig.from_dict(cfg["capacity"])
+
+
 def build_tasks(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     t = cfg["task"]
     write_task_set(inputs["data"], t["task"], out, n_train=t["n_train"], n_test=t["n_test"],
@@ -177,11 +195,12 @@ FINETUNE = Kind("finetune", ("model", "eval/metrics.json"), build_finetune, chec
 EVALUATE = Kind("evaluate", ("eval/metrics.json",), build_evaluate, check_evaluate)
 PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True)
 MEMORIZATION = Kind("memorization", ("memorization.json",), build_memorization, check_memorization)
+CAPACITY = Kind("capacity", ("capacity.json",), build_capacity, check_capacity)
 TASKS = Kind("tasks", ("meta.json", "items.jsonl", "items.bin", "items.npz", "items.json"), build_tasks,
              check_tasks)  # fmt: skip
 TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_finetune, resumable=True)
 TASK_MIXED = Kind("task_mixed", ("model",), build_task_mixed, check_training, resumable=True)
 TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval)
 
-KINDS = {k.name: k for k in (DATA, CORPUS, PRETRAIN, FINETUNE, EVALUATE, PROBE, MEMORIZATION, TASKS,
-                             TASK_FINETUNE, TASK_MIXED, TASK_EVAL)}  # fmt: skip
+KINDS = {k.name: k for k in (DATA, CORPUS, PRETRAIN, FINETUNE, EVALUATE, PROBE, MEMORIZATION, CAPACITY,
+                             TASKS, TASK_FINETUNE, TASK_MIXED, TASK_EVAL)}  # fmt: skip

@@ -27,15 +27,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from biolab.config import from_dict
-from biolab.data.dataset import CELEBRITY_KEYS
+from biolab.data.dataset import BIOD, CELEBRITY_KEYS
 from biolab.data.manipulation import HINT_TASKS, TASKS, validate_task
 from biolab.errors import ConfigError
+from biolab.eval.capacity import CapacityConfig
 from biolab.eval.memorization import MemorizationConfig
 from biolab.eval.qa import EvalConfig
 from biolab.model import MASKED_LM_ARCHS
 from biolab.paper import PaperConfig
 from biolab.pipeline.cache import Stage
 from biolab.pipeline.kinds import (
+    CAPACITY,
     CORPUS,
     DATA,
     EVALUATE,
@@ -60,9 +62,10 @@ TASK_KEYS = ("n_train", "n_test", "hint_prob", "seed")  # what a task set is: pa
 TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: not in its label
 # Command-line keys that choose which runs, where or how they are built, not what a run is: left out
 # of run names and of the manifests' ``overrides`` (scale has its own manifest field; probe= is
-# replaced by each preset of ``probes``; replace_runs and strict say how to build, not what).
+# replaced by each preset of ``probes``; replace_runs and strict say how to build, not what; people,
+# models and exposures are swept into each run's variant, see ``sweep_variants``).
 UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "progress", "report", "probe",
-           "replace_runs", "strict", "verbose")  # fmt: skip
+           "replace_runs", "strict", "verbose", "people", "models", "exposures")  # fmt: skip
 NAME_LIMIT = 120  # a longer run name is cut and ends in a hash: file names stop at 255 bytes
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")  # what a run name (a file name) does not hold
 
@@ -150,6 +153,12 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
         stage = Stage(MEMORIZATION, {"memorization": mem.measures()}, {"pretrain": pretrain, "data": data})
         stages["memorization"] = stage.rel()
         build.append(stage)
+    cap = cfg.get("capacity") or {}
+    if CapacityConfig.from_dict(cap).enabled:
+        inputs = {"pretrain": pretrain, "data": data, "corpus": corpus}
+        stage = Stage(CAPACITY, {"capacity": {k: v for k, v in cap.items() if k != "enabled"}}, inputs)
+        stages["capacity"] = stage.rel()
+        build.append(stage)
     m = ManipulationConfig.from_dict(cfg.get("manipulation") or {})
     specs = task_specs(m)
     if not specs:
@@ -168,7 +177,7 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
                               {"pretrain": pretrain, "tasks": tasks, "corpus": corpus})  # fmt: skip
             else:
                 label = f"{spec['label']}__mix{ratio:g}"
-                tr = {**cfg["train"], "qa_ratio": ratio}
+                tr = {**train_keys(cfg["train"]), "qa_ratio": ratio}
                 train = Stage(
                     TASK_MIXED, {"model": cfg["model"], "train": tr}, {"corpus": corpus, "tasks": tasks}
                 )
@@ -236,6 +245,14 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
     would read the answer from the input: only Q-probes, on the name alone, mean something)."""
     arch = cfg["model"].get("arch", "gpt_neox")
     ft = cfg.get("finetune") or {}
+    if cfg["data"].get("style") == BIOD:
+        asked = [k for k, on in (("qa_eval", cfg["qa_eval"] != "none"), ("probes", bool(probes)),
+                 ("manipulation", bool((cfg.get("manipulation") or {}).get("tasks"))),
+                 ("memorization", bool((cfg.get("memorization") or {}).get("enabled")))) if on]  # fmt: skip
+        if asked:
+            raise ConfigError(f"data.style=bioD is for capacity: set qa_eval=none, probes=[], no {asked[0]}")
+    if (cfg.get("capacity") or {}).get("enabled") and arch in MASKED_LM_ARCHS:
+        raise ConfigError(f"capacity reads a causal model's bio loss; model.arch={arch} is a masked LM")
     if cfg["qa_eval"] == "finetune" and ft.get("method", "lora") == "lora" and arch not in TARGETS:
         raise ConfigError(f"finetune.method=lora: LoRA targets exist for {sorted(TARGETS)}, not {arch!r}")
     if arch not in MASKED_LM_ARCHS:
@@ -252,25 +269,35 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
         raise ConfigError(f"{what}: its answer masks are filled at once, so eval.num_beams must be 1")
 
 
-def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str] = ()) -> list[dict]:
+def train_keys(train: dict) -> dict:
+    """A pretraining's train keys as its stage key holds them: ``exposures`` came after many roots were
+    built, so it is left out while unset (their pretraining keys hold)."""
+    return {k: v for k, v in train.items() if k != "exposures" or v is not None}
+
+
+def plan_runs(
+    cfg: dict, probes: dict[str, dict] | None = None, named: list[str] = (), variant: str | None = None
+) -> list[dict]:
     """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
 
     ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
     paper, and optionally manipulation and memorization; ``probes`` maps a probe preset name to
     its config; ``named``: the command-line overrides (``run_overrides``) that name the runs and go
-    into their manifests."""
+    into their manifests; ``variant``: what else tells this run from the others of the experiment
+    (``N300__gpt2-2-2__e100`` in a capacity sweep), after the dataset in the run's name."""
     if cfg["qa_eval"] not in QA_EVAL:
         raise ConfigError(f"qa_eval must be one of {', '.join(QA_EVAL)}, got {cfg['qa_eval']!r}")
     PaperConfig.from_dict(cfg.get("paper") or {})
     EvalConfig.from_dict(cfg["eval"])
     check_combination(cfg, probes or {})
-    # max_values and the celebrity keys came after many roots were built: left out at their defaults
+    # max_values, the celebrity keys and biod came after many roots were built: left out at their defaults
     # (the celebrity keys while there are none), the data keys of those roots hold.
     cel = cfg["data"].get("n_celebrities")
     data = Stage(DATA, {k: v for k, v in cfg["data"].items()
-                        if (k != "max_values" or v) and (k not in CELEBRITY_KEYS or cel)})  # fmt: skip
+                        if (k != "max_values" or v) and (k not in CELEBRITY_KEYS or cel)
+                        and (k != "biod" or v is not None)})  # fmt: skip
     corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})
-    pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": cfg["train"]}, {"corpus": corpus})
+    pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": train_keys(cfg["train"])}, {"corpus": corpus})
     probe_stages = {
         name: Stage(PROBE, {"probe": p}, {"pretrain": pretrain, "data": data})
         for name, p in (probes or {}).items()
@@ -292,7 +319,7 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str]
         evals.append(("run", None, None))
     extra_stages, extra_fields, extra_objs = plan_extras(cfg, data, corpus, pretrain)
     runs = []
-    base = run_name(cfg["data"]["name"], list(named))
+    base = run_name("__".join([cfg["data"]["name"], *([variant] if variant else [])]), list(named))
     for grid_name, ev, ft in evals:
         run = base if grid_name == "run" else f"{base}__{grid_name}"
         stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
@@ -311,6 +338,32 @@ def plan_runs(cfg: dict, probes: dict[str, dict] | None = None, named: list[str]
             "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
         })  # fmt: skip
     return runs
+
+
+def sweep_variants(people: list | None, models: dict | None, exposures: list | None) -> list[tuple[str, list]]:
+    """(variant name, overrides) for every combination of the experiment-level sweep lists: data sizes
+    ``people``, ``models`` (name -> model keys) and ``train.exposures``; ``[(None, [])]`` when all are
+    empty. The capacity sweep (Part 3.3 Figure 1) is N x model x exposures on each dataset."""
+    for key, value, kind in (("people", people, list), ("models", models, dict), ("exposures", exposures, list)):
+        if value is not None and (not isinstance(value, kind) or not value):
+            raise ConfigError(f"{key} must be null or a non-empty {kind.__name__}, got {value!r}")
+    if not models:
+        model_items: list = [(None, {})]
+    else:
+        model_items = list(models.items())
+        bad = [n for n, keys in model_items if not isinstance(keys, dict) or not UNSAFE.sub("", n) == n]
+        if bad:
+            raise ConfigError(f"models.{bad[0]} must map a file-name-safe name to model keys")
+    out = []
+    for n in people or [None]:
+        for model, keys in model_items:
+            for e in exposures or [None]:
+                name = [*([f"N{n}"] if n else []), *([model] if model else []), *([f"e{e}"] if e else [])]
+                over = [*([f"data.n_people={n}"] if n else []), *([f"train.exposures={e}"] if e else []),
+                        *([f"model.name={model}"] if model else []),
+                        *(f"model.{k}={'null' if v is None else v}" for k, v in keys.items())]  # fmt: skip
+                out.append(("__".join(name) or None, over))
+    return out
 
 
 def with_inputs(stages: list[Stage]) -> list[Stage]:

@@ -15,8 +15,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from biolab.data.people import ATTRIBUTES
+from biolab.data.tokens import pad_right
 from biolab.probe.linear import majority_accuracy
-from biolab.probe.states import pad_right, run_with_cache
+from biolab.probe.states import run_with_cache
 from biolab.probe.tasks import TASKS, ProbeData, query_inputs, special_positions
 
 

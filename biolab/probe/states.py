@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from biolab.data.tokens import pad_right
 from biolab.io import atomic_write_text
 
 
@@ -32,17 +33,6 @@ def run_with_cache(
         use_cache=False,
     )
     return torch.stack(out.hidden_states)
-
-
-def pad_right(seqs: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """[batch, max_len] ids and attention mask; right padding keeps positions of a causal model."""
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 @torch.no_grad()

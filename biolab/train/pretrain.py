@@ -23,9 +23,10 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -61,6 +62,7 @@ class TrainingError(BiolabError):
 class TrainConfig:
     name: str = "tiny"
     steps: int = 1000
+    exposures: int | None = None  # Part 3.3: steps so that each person's bio is seen this often (over steps)
     batch_size: int = 32  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # sequences per forward per process; default: all at once
     ctx: int = 128
@@ -90,6 +92,8 @@ class TrainConfig:
         for k in ("steps", "batch_size", "ctx", "log_every", "eval_people", "keep_ckpts"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        if self.exposures is not None and self.exposures < 1:
+            raise ConfigError(f"train.exposures must be null or >= 1, got {self.exposures}")
         for k in ("warmup_steps", "eval_every", "ckpt_every"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
@@ -198,6 +202,10 @@ def pretrain(
     cfg.validate()
     if cfg.ctx > model_cfg.max_positions:
         raise ConfigError(f"train.ctx={cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
+    exposures = None
+    if cfg.exposures is not None:
+        exposures = exposure_plan(corpus, cfg)
+        cfg = replace(cfg, steps=exposures["steps"])
     stream = make_stream(corpus, cfg, qa_texts)  # before anything is written: a bad mix fails here
     tokenizer = corpus.tokenizer()
     evaluate = None  # BIO first-token accuracy reads next-token predictions: causal models only
@@ -220,10 +228,33 @@ def pretrain(
 
     return train(
         run_dir, make_model, tokenizer, stream, cfg, evaluate=evaluate,
-        config={"model": asdict(model_cfg)}, flops_cfg=model_cfg, accelerator=accelerator,
+        config={"model": asdict(model_cfg), **({"exposures": exposures} if exposures else {})}, flops_cfg=model_cfg, accelerator=accelerator,
         overwrite=overwrite, on_step=on_step, progress=progress, wandb_meta=wandb_meta,
         training_data=corpus_training_data(corpus),
     )  # fmt: skip
+
+
+def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
+    """The steps that show every person's knowledge ``cfg.exposures`` times (Part 3.3: an exposure is
+    one bio of the person, not a pass: with M entries per person, E exposures are E / M passes), and
+    the exposures those whole steps give. BIO windows only: mixed training's QA windows are extra."""
+    n_bios = corpus.n_bios
+    people = len(np.unique(corpus.bios["person_id"]))
+    pass_tokens = int(corpus.bios["offsets"][-1]) + n_bios  # each bio + its EOS
+    share = 1.0 - cfg.qa_ratio
+    if share <= 0:
+        raise ConfigError("train.exposures counts BIO windows: it needs train.qa_ratio < 1")
+    window_tokens = cfg.batch_size * cfg.ctx * share
+    bio_tokens = pass_tokens / n_bios  # one exposure: one bio and its EOS
+    steps = max(1, math.ceil(cfg.exposures * people * bio_tokens / window_tokens))
+    if steps <= cfg.warmup_steps:
+        raise ConfigError(
+            f"train.exposures={cfg.exposures} is {steps} steps, not more than train.warmup_steps={cfg.warmup_steps}"
+        )
+    got = steps * window_tokens / (people * bio_tokens)
+    return {"asked": cfg.exposures, "steps": steps, "exposures": round(got, 2), "people": people,
+            "entries_per_person": round(n_bios / people, 4), "passes": round(got * people / n_bios, 3),
+            "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
 
 
 def corpus_training_data(corpus: Corpus) -> dict:
