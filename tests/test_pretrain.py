@@ -1,5 +1,6 @@
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -377,3 +378,24 @@ def test_wandb_is_quiet_inside_a_stage_log(corpus, tmp_path, fake_wandb):
     pretrain(tmp_path / "loud", corpus, MODEL, cfg, progress=False)
     settings = fake_wandb[0].kw["settings"]
     assert settings.quiet and settings.console == "off" and fake_wandb[1].kw["settings"] is None
+
+
+def test_exposures_set_the_steps_and_the_run_records_what_it_got(corpus, tmp_path):
+    from biolab.train.pretrain import exposure_plan
+
+    cfg = train_cfg(steps=1, exposures=3, eval_every=0, ckpt_every=0, warmup_steps=0)
+    plan = exposure_plan(corpus, cfg)
+    people = len(set(corpus.bios["person_id"].tolist()))
+    per_bio = (corpus.bios["offsets"][-1] + corpus.n_bios) / corpus.n_bios
+    assert plan["steps"] == math.ceil(3 * people * per_bio / (cfg.batch_size * cfg.ctx))
+    assert 3 <= plan["exposures"] < 3 + cfg.batch_size * cfg.ctx / (people * per_bio)
+    assert plan["passes"] == pytest.approx(plan["exposures"] / 2, abs=2e-3)  # 2 entries per person
+    pretrain(tmp_path / "e", corpus, MODEL, cfg, progress=False)
+    saved = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert saved["exposures"] == plan and saved["train"]["steps"] == plan["steps"]
+
+
+def test_too_few_exposures_for_the_warmup_fail_before_work(corpus, tmp_path):
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        pretrain(tmp_path / "w", corpus, MODEL, train_cfg(exposures=1, warmup_steps=10_000), progress=False)
+    assert not (tmp_path / "w").exists()

@@ -14,7 +14,9 @@ the parameters without the embedding rows of tokens that never occur in the data
 counted as a sequence of N draws, as Definition 4.3 writes it (not as a set, which would subtract
 log2 N!). For bioD (Theorem 3.2) the name space is N0 - N, the values are K C log2 D bits per
 person, and the diversity term adds K D log2((T^L - D) / (D e^{p2 / (K C)})), the bits of the K
-chunk vocabularies. A term below zero (a model worse than uniform on that part) counts as zero.
+chunk vocabularies. A term below zero (a model worse than uniform on that part) counts as zero,
+and p1 counts as at least ln N (no model does better on N distinct names), so bits never exceed
+the dataset's knowledge.
 
 bioS differs from the paper's count in two places, both in ``bits_per_person``: our pronoun is one
 of three (log2 3 bits, the paper's gender one of two), and the loss on the company's city is
@@ -139,7 +141,9 @@ def bits(k: dict, p1: float, p2: float, P: int) -> dict:
     else:
         space, diversity = k["log2_N0"], 0.0
         upper = n * (space - math.log2(n)) + n * k["log2_S0"]
-    name = max(0.0, n * (space - p1 / LN2))
+    # Gibbs: over N distinct names no distribution's mean loss is below ln N; a lower p1 (an oracle, or
+    # names that are token prefixes of others) would count more name bits than the data holds.
+    name = max(0.0, n * (space - max(p1, math.log(n)) / LN2))
     value = max(0.0, n * (k["log2_S0"] - p2 / LN2))
     diversity = max(0.0, diversity)
     total = name + value + diversity

@@ -270,9 +270,9 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
 
 
 def train_keys(train: dict) -> dict:
-    """A pretraining's train keys as its stage key holds them: ``exposures`` came after many roots were
-    built, so it is left out while unset (their pretraining keys hold)."""
-    return {k: v for k, v in train.items() if k != "exposures" or v is not None}
+    """A pretraining's train keys as its stage key holds them: ``exposures`` and ``min_steps`` came after
+    many roots were built, so they are left out while unset (their pretraining keys hold)."""
+    return {k: v for k, v in train.items() if k not in ("exposures", "min_steps") or v is not None}
 
 
 def plan_runs(

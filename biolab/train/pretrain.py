@@ -63,6 +63,7 @@ class TrainConfig:
     name: str = "tiny"
     steps: int = 1000
     exposures: int | None = None  # Part 3.3: steps so that each person's bio is seen this often (over steps)
+    min_steps: int | None = None  # with exposures: halve batch_size until there are this many steps
     batch_size: int = 32  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # sequences per forward per process; default: all at once
     ctx: int = 128
@@ -92,8 +93,9 @@ class TrainConfig:
         for k in ("steps", "batch_size", "ctx", "log_every", "eval_people", "keep_ckpts"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
-        if self.exposures is not None and self.exposures < 1:
-            raise ConfigError(f"train.exposures must be null or >= 1, got {self.exposures}")
+        for k in ("exposures", "min_steps"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                raise ConfigError(f"train.{k} must be null or >= 1, got {getattr(self, k)}")
         for k in ("warmup_steps", "eval_every", "ckpt_every"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
@@ -205,7 +207,7 @@ def pretrain(
     exposures = None
     if cfg.exposures is not None:
         exposures = exposure_plan(corpus, cfg)
-        cfg = replace(cfg, steps=exposures["steps"])
+        cfg = replace(cfg, steps=exposures["steps"], batch_size=exposures["batch_size"])
     stream = make_stream(corpus, cfg, qa_texts)  # before anything is written: a bad mix fails here
     tokenizer = corpus.tokenizer()
     evaluate = None  # BIO first-token accuracy reads next-token predictions: causal models only
@@ -237,24 +239,34 @@ def pretrain(
 def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
     """The steps that show every person's knowledge ``cfg.exposures`` times (Part 3.3: an exposure is
     one bio of the person, not a pass: with M entries per person, E exposures are E / M passes), and
-    the exposures those whole steps give. BIO windows only: mixed training's QA windows are extra."""
+    the exposures those whole steps give. BIO windows only: mixed training's QA windows are extra.
+    With ``cfg.min_steps`` the batch is halved (while it stays a whole number of micro batches) until
+    there are that many steps: the paper's Remark A.2, few exposures need enough optimizer steps."""
     n_bios = corpus.n_bios
     people = len(np.unique(corpus.bios["person_id"]))
     pass_tokens = int(corpus.bios["offsets"][-1]) + n_bios  # each bio + its EOS
     share = 1.0 - cfg.qa_ratio
     if share <= 0:
         raise ConfigError("train.exposures counts BIO windows: it needs train.qa_ratio < 1")
-    window_tokens = cfg.batch_size * cfg.ctx * share
     bio_tokens = pass_tokens / n_bios  # one exposure: one bio and its EOS
-    steps = max(1, math.ceil(cfg.exposures * people * bio_tokens / window_tokens))
+    micro = cfg.micro_batch_size or 1
+    batch = cfg.batch_size
+
+    def steps_for(b: int) -> int:
+        return max(1, math.ceil(cfg.exposures * people * bio_tokens / (b * cfg.ctx * share)))
+
+    while cfg.min_steps and steps_for(batch) < cfg.min_steps and batch % 2 == 0 and (batch // 2) % micro == 0:
+        batch //= 2
+    steps = steps_for(batch)
     if steps <= cfg.warmup_steps:
         raise ConfigError(
-            f"train.exposures={cfg.exposures} is {steps} steps, not more than train.warmup_steps={cfg.warmup_steps}"
+            f"train.exposures={cfg.exposures} is {steps} steps, not more than "
+            f"train.warmup_steps={cfg.warmup_steps}"
         )
-    got = steps * window_tokens / (people * bio_tokens)
-    return {"asked": cfg.exposures, "steps": steps, "exposures": round(got, 2), "people": people,
-            "entries_per_person": round(n_bios / people, 4), "passes": round(got * people / n_bios, 3),
-            "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
+    got = steps * batch * cfg.ctx * share / (people * bio_tokens)
+    return {"asked": cfg.exposures, "steps": steps, "batch_size": batch, "exposures": round(got, 2),
+            "people": people, "entries_per_person": round(n_bios / people, 4),
+            "passes": round(got * people / n_bios, 3), "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
 
 
 def corpus_training_data(corpus: Corpus) -> dict:
