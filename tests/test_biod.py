@@ -60,7 +60,9 @@ def test_bits_count_names_values_and_the_vocabularies():
     assert b["diversity_total"] == pytest.approx(3 * 5 * math.log2((16 - 5) / 5), abs=1e-4)
 
 
-@pytest.mark.parametrize("bad, match", [({"D": 17}, "do not fit"), ({"K": 0}, "biod.K"), ({"Z": 1}, "unknown")])
+@pytest.mark.parametrize(
+    "bad, match", [({"D": 17}, "do not fit"), ({"K": 0}, "biod.K"), ({"Z": 1}, "unknown")]
+)
 def test_bad_biod_settings_fail_before_work(tmp_path, bad, match):
     with pytest.raises(ConfigError, match=match):
         DataConfig(name="d", style="bioD", biod={**BIOD, **bad}).validate()

@@ -60,7 +60,9 @@ def dataset(request, tmp_path_factory):
     if request.param == "bioS":
         cfg = DataConfig(name="s", n_people=12, multi=2, permute=1)
     else:
-        cfg = DataConfig(name="d", style="bioD", n_people=12, multi=2, biod={"K": 3, "C": 2, "D": 8, "L": 2, "T": 6})
+        cfg = DataConfig(
+            name="d", style="bioD", n_people=12, multi=2, biod={"K": 3, "C": 2, "D": 8, "L": 2, "T": 6}
+        )
     write_dataset(cfg, tmp / "data", progress=False)
     tokenize_dataset(tmp / "data", tmp / "corpus", vocab_size=300)
     return tmp / "data", Corpus(tmp / "corpus")
@@ -126,9 +128,13 @@ def test_rounding_keeps_2_to_the_bits_levels_per_group_and_int8_barely_moves():
 def test_a_quantized_model_keeps_its_embeddings_and_the_float_one_is_untouched(dataset):
     data, corpus = dataset
     torch.manual_seed(0)
-    model = build_model(ModelConfig(n_layer=1, n_head=1, d_model=16), corpus.vocab_size, corpus.eos, corpus.pad)
+    model = build_model(
+        ModelConfig(n_layer=1, n_head=1, d_model=16), corpus.vocab_size, corpus.eos, corpus.pad
+    )
     before = {n: p.clone() for n, p in model.named_parameters()}
-    rows = measure_with_quantized(model, corpus.tokenizer(), data, corpus.bio_ids, CapacityConfig(quantize=[8, 2]))
+    rows = measure_with_quantized(
+        model, corpus.tokenizer(), data, corpus.bio_ids, CapacityConfig(quantize=[8, 2])
+    )
     assert [r["quant"] for r in rows] == ["fp32", "int8", "int2"]
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     q = build_model(ModelConfig(n_layer=1, n_head=1, d_model=16), corpus.vocab_size, corpus.eos, corpus.pad)

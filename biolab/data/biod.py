@@ -46,7 +46,8 @@ class BioDConfig:
                 raise ConfigError(f"data.biod.{k} must be >= 1, got {getattr(self, k)}")
         if self.D > self.T**self.L:
             raise ConfigError(
-                f"data.biod.D={self.D} distinct chunks do not fit in T^L = {self.T}^{self.L} = {self.T**self.L}"
+                f"data.biod.D={self.D} distinct chunks do not fit in T^L = {self.T}^{self.L} "
+                f"= {self.T**self.L}"
             )
 
     def attributes(self) -> list[str]:
@@ -98,7 +99,9 @@ def value_texts(cfg: BioDConfig, vocab: np.ndarray, values: np.ndarray) -> list[
     w = symbol_width(cfg.T)
     words = [[" ".join(symbol(s, w) for s in vocab[k, d]) for d in range(cfg.D)] for k in range(cfg.K)]
     sep = ", " if cfg.L > 1 else " "
-    return [[sep.join(words[k][c] for c in row) for k, row in enumerate(person)] for person in values.tolist()]
+    return [
+        [sep.join(words[k][c] for c in row) for k, row in enumerate(person)] for person in values.tolist()
+    ]
 
 
 def render_biod(people: list, texts: list[list[str]], cfg: BioDConfig, multi: int, seed: int) -> list[Bio]:

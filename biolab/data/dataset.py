@@ -433,7 +433,8 @@ def _write_biod(cfg: DataConfig, pools: Pools, out: str | Path, overwrite: bool)
              "last_name": p.last_name, "split": p.split, "group": p.group, **dict(zip(attrs, t, strict=True))}
             for p, t in zip(people, texts, strict=True)]  # fmt: skip
     qas = [{"person_id": p.id, "attribute": a, "question": f"What is {p.full_name}'s {a}?", "answer": v,
-            "split": p.split} for p, t in zip(people, texts, strict=True) for a, v in zip(attrs, t, strict=True)]  # fmt: skip
+            "split": p.split}
+           for p, t in zip(people, texts, strict=True) for a, v in zip(attrs, t, strict=True)]  # fmt: skip
     bios = render_biod(people, texts, b, cfg.multi, cfg.seed)
     files = {
         "people.jsonl": "".join(json.dumps(r) + "\n" for r in rows),

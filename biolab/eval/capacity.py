@@ -46,9 +46,6 @@ LN2 = math.log(2)
 PRONOUN = regex.compile(
     r"\b(?:he|she|they|his|her|hers|their|theirs|him|them|himself|herself|themselves)\b", regex.IGNORECASE
 )
-COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures", "p1", "p2",
-           "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max", "log2_N0", "log2_S0",
-           "K", "C", "D", "L", "T")  # fmt: skip
 
 
 def first_bios(data_dir, max_people: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray, list]:
@@ -187,7 +184,9 @@ class CapacityConfig:
             raise ConfigError("capacity.batch_size and capacity.group_size must be >= 1")
         if not isinstance(self.quantize, list) or any(not isinstance(b, int) or not 2 <= b <= 16
                                                       for b in self.quantize):  # fmt: skip
-            raise ConfigError(f"capacity.quantize must be a list of bit widths in [2, 16], got {self.quantize!r}")
+            raise ConfigError(
+                f"capacity.quantize must be a list of bit widths in [2, 16], got {self.quantize!r}"
+            )
 
 
 def measure_with_quantized(model, tokenizer, data_dir, used_ids: np.ndarray, cfg: CapacityConfig,

@@ -34,7 +34,9 @@ def quantize_weights(weight: torch.Tensor, bits: int, group_size: int) -> torch.
 @torch.no_grad()
 def quantize_model_(model: nn.Module, bits: int, group_size: int = 32) -> int:
     """Quantise ``model``'s linear layers in place; returns how many weights were rounded."""
-    skip = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    skip = {
+        id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+    }
     n = 0
     for module in model.modules():
         if isinstance(module, nn.Linear) and id(module.weight) not in skip:

@@ -2,8 +2,9 @@
 
 generate (data) -> tokenize (corpus) -> pretrain (BIO, or mixed with ``train.qa_ratio``) ->
 finetune + evaluate, or evaluate alone (mixed training) -> probe; memorization and capacity (bits
-of knowledge, Part 3.3) of the pretrained model; a manipulation task set (tasks) -> task_finetune or task_mixed -> task_eval. Adding a kind
-is one ``Kind`` record here and its build function; biolab.pipeline.plan wires it into runs.
+of knowledge, Part 3.3) of the pretrained model; a manipulation task set (tasks) -> task_finetune or
+task_mixed -> task_eval. Adding a kind is one ``Kind`` record here and its build function;
+biolab.pipeline.plan wires it into runs.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: 
     trained = json.loads((Path(inputs["pretrain"]) / "config.json").read_text())
     exposures = (trained.get("exposures") or {}).get("exposures")
     Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(out) / "capacity.json", {"config": cfg["capacity"], "exposures": exposures,
-                                             "trained": trained.get("exposures"), "rows": rows})  # fmt: skip
+    record = {"config": cfg["capacity"], "exposures": exposures, "trained": trained.get("exposures"),
+              "model": trained.get("model"), "rows": rows}  # fmt: skip
+    write_json(Path(out) / "capacity.json", record)
 
 
 def check_capacity(cfg: dict) -> None:

@@ -221,6 +221,16 @@ def memorization_metrics(run: Run) -> dict:
     return data
 
 
+def capacity_metrics(run: Run) -> dict:
+    """The capacity stage's ``capacity.json`` (the trained exposures and a row per model precision)."""
+    _check_upstream(run)
+    folder = check_stage(run, run.manifest["stages"].get("capacity"), "capacity")
+    data = _read_json(run, _need_file(run, folder, "capacity.json", "capacity"), "capacity")
+    if not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise StageMissing(f"{run.name}: {folder}/capacity.json has no rows")
+    return data
+
+
 def task_metrics(run: Run, label: str) -> dict:
     """A manipulation task run's ``eval/metrics.json``, once its task set, training and eval are done."""
     _check_upstream(run)

@@ -340,11 +340,17 @@ def plan_runs(
     return runs
 
 
-def sweep_variants(people: list | None, models: dict | None, exposures: list | None) -> list[tuple[str, list]]:
+def sweep_variants(
+    people: list | None, models: dict | None, exposures: list | None
+) -> list[tuple[str, list]]:
     """(variant name, overrides) for every combination of the experiment-level sweep lists: data sizes
     ``people``, ``models`` (name -> model keys) and ``train.exposures``; ``[(None, [])]`` when all are
     empty. The capacity sweep (Part 3.3 Figure 1) is N x model x exposures on each dataset."""
-    for key, value, kind in (("people", people, list), ("models", models, dict), ("exposures", exposures, list)):
+    for key, value, kind in (
+        ("people", people, list),
+        ("models", models, dict),
+        ("exposures", exposures, list),
+    ):
         if value is not None and (not isinstance(value, kind) or not value):
             raise ConfigError(f"{key} must be null or a non-empty {kind.__name__}, got {value!r}")
     if not models:
@@ -361,7 +367,7 @@ def sweep_variants(people: list | None, models: dict | None, exposures: list | N
                 name = [*([f"N{n}"] if n else []), *([model] if model else []), *([f"e{e}"] if e else [])]
                 over = [*([f"data.n_people={n}"] if n else []), *([f"train.exposures={e}"] if e else []),
                         *([f"model.name={model}"] if model else []),
-                        *(f"model.{k}={'null' if v is None else v}" for k, v in keys.items())]  # fmt: skip
+                        *(f"++model.{k}={'null' if v is None else v}" for k, v in keys.items())]  # fmt: skip
                 out.append(("__".join(name) or None, over))
     return out
 

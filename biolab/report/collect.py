@@ -36,6 +36,7 @@ from biolab.pipeline.manifest import (
     stage_dir,
     task_metrics,
 )
+from biolab.report.capacity import capacity_records, capacity_rows
 from biolab.report.rows import QA_ATTRIBUTES, Report, count, flag, pct, row, stats
 
 QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
@@ -182,6 +183,10 @@ def collect(root: str | Path, experiments: str | list[str] | None = None, strict
                 continue
             report.probe_data[(run.path, probe)] = rows
             report.rows += probe_result_rows(run, probe, rows)
+        if run.manifest["stages"].get("capacity"):
+            records = capacity_records(run, strict, report.notes)
+            report.capacity += records
+            report.rows += capacity_rows(run, records)
     report.rows += knowledge_rows(runs, strict, report.notes)  # memorization, tasks, the paper's statements
     return report
 
@@ -343,7 +348,8 @@ def run_setting(run: Run) -> dict:
     return {
         "scale": run.get("scale"), "model": run.get("model") or as_dict(cfg.get("model")).get("name"),
         "train": run.get("train"), "people": people_count(run),
-        "steps": count(as_dict(cfg.get("train")).get("steps")) or count(status.get("steps")),
+        # status first: a run sized by train.exposures finds its steps at the start
+        "steps": count(status.get("steps")) or count(as_dict(cfg.get("train")).get("steps")),
         "params": count(status.get("params_no_embeddings")),
         "overrides": None if overrides is None else [str(o) for o in overrides],
     }  # fmt: skip
@@ -354,8 +360,9 @@ def stage_folders(run: Run) -> list[tuple[str, str]]:
     stages = run.manifest["stages"]
     out = [(k, stages[k]) for k in ("data", "corpus", "pretrain", "eval") if isinstance(stages.get(k), str)]
     out += [(f"probe {p}", rel) for p, rel in run.probes().items() if isinstance(rel, str)]
-    if isinstance(stages.get("memorization"), str):
-        out.append(("memorization", stages["memorization"]))
+    for kind in ("memorization", "capacity"):
+        if isinstance(stages.get(kind), str):
+            out.append((kind, stages[kind]))
     for label, info in run.task_runs().items():
         out += [(f"{label} {part}", rel) for part, rel in info["stages"].items() if isinstance(rel, str)]
     return out

@@ -9,6 +9,7 @@ import math
 from biolab.data.people import ATTRIBUTES, SPLITS
 from biolab.paper import paper_statements
 from biolab.probe.plots import SHORT
+from biolab.report.capacity import model_table, peak_table
 from biolab.report.rows import (
     QA_ATTRIBUTES,
     Report,
@@ -47,6 +48,12 @@ INTRO = (
     "p_fast/q_fast are linear probes on frozen states, the paper's (p_paper/q_paper) also train a "
     "low-rank embedding update. Part 3.2 (tasks, memorization) is read against the paper's statements "
     "(`biolab/data/paper_statements.tsv`)."
+)
+CAPACITY_NOTE = (
+    "Bits by Part 3.3 Definition 4.3 from each model's loss on one bio per person (biolab.eval.capacity); "
+    "P counts the embedding rows the data uses; R_max is the dataset's knowledge over P. int8/int4: "
+    "round-to-nearest per group of 32 inputs (biolab.eval.quantize; the paper used GPTQ). "
+    "capacity.csv holds every number needed to recompute R."
 )
 QA_ATTRIBUTE_NOTE = (
     "n: P_test people, each asked one question per attribute; the mean's interval is over all n x 6 "
@@ -469,9 +476,23 @@ def experiment_header(report: Report, experiment: str) -> list[str]:
             *([warning] if warning else [])]  # fmt: skip
 
 
-def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict | None = None) -> str:
+def capacity_sections(report: Report, experiment: str, figure: str | None) -> list[str]:
+    """Part 3.3: the models' bits and capacity ratios, the peak per series beside the paper's laws,
+    the plot; none for an experiment without capacity stages."""
+    mine = [r for r in report.capacity if r["experiment"] == experiment]
+    if not mine:
+        return []
+    parts = ["### Knowledge capacity: peak R = bits / P per series (bits per parameter)", CAPACITY_NOTE,
+             peak_table(mine), "### Knowledge capacity per model", model_table(mine)]  # fmt: skip
+    if figure:
+        parts.append(f"![bits learned against parameters, with the 2 and 1 bit/param laws]({figure})")
+    return parts
+
+
+def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict | None = None,
+                    capacity: dict | None = None) -> str:  # fmt: skip
     """The whole report.md; ``figures``: experiment -> QA bar chart, ``heatmaps``: (run, probe) -> pngs,
-    ``curves``: run path -> its pretraining's curves."""
+    ``curves``: run path -> its pretraining's curves, ``capacity``: experiment -> its capacity plot."""
     parts = ["# biolab report", INTRO.format(root=report.root)]
     if report.notes:
         parts.append(f"## Missing or unfinished ({len(report.notes)})")
@@ -493,6 +514,7 @@ def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict 
             table = probe_table(report, exp, metric, position)
             if table:
                 parts += [f"### {title}", table]
+        parts += capacity_sections(report, exp, (capacity or {}).get(exp))
         parts += knowledge_sections(report, exp)
         parts += figure_sections(report, exp, heatmaps, curves or {})
         provenance = provenance_table(report, exp)

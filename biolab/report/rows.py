@@ -38,6 +38,7 @@ class Report:
     probe_data: dict = field(default_factory=dict)  # (run path, probe) -> probes.csv rows, for heatmaps
     settings: dict = field(default_factory=dict)  # run path -> people, steps, model, overrides (run_setting)
     provenance: dict = field(default_factory=dict)  # run path -> its stages' status.json facts
+    capacity: list = field(default_factory=list)  # Part 3.3: a record per model and precision (capacity.csv)
 
 
 def pct(x) -> float | None:

@@ -1,5 +1,5 @@
-"""``ROOT/report``: report.md, results.csv and figures (the QA bars, each pretraining's curves, the
-probe heatmaps), written in one atomic swap."""
+"""``ROOT/report``: report.md, results.csv, capacity.csv (Part 3.3 runs) and figures (the QA bars, each
+pretraining's curves, the probe heatmaps, the capacity plot), written in one atomic swap."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from biolab.errors import ConfigError
 from biolab.io import atomic_dir, atomic_write_text
 from biolab.pipeline.manifest import StageMissing, check_stage, probe_images
 from biolab.probe.plots import plot_probe_run
+from biolab.report.capacity import capacity_csv, plot_capacity
 from biolab.report.collect import collect
 from biolab.report.markdown import render_markdown
 from biolab.report.plots import plot_qa_vs_paper
@@ -56,8 +57,15 @@ def build_report(root: str | Path, experiments: str | list[str] | None = None, o
             figures[exp] = path.relative_to(tmp).as_posix() if path else None
         heatmaps = _heatmaps(report, tmp)
         curves = training_curves(report, tmp)
+        capacity = {}
+        if report.capacity:
+            atomic_write_text(tmp / "capacity.csv", capacity_csv(report.capacity))
+            for exp in sorted({r["experiment"] for r in report.capacity}):
+                mine = [r for r in report.capacity if r["experiment"] == exp]
+                path = plot_capacity(mine, tmp / "figures" / exp / "capacity.png")
+                capacity[exp] = path.relative_to(tmp).as_posix() if path else None
         atomic_write_text(tmp / "results.csv", results_csv(report.rows))
-        atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps, curves))
+        atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps, curves, capacity))
     return out / "report.md", report
 
 

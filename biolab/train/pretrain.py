@@ -230,7 +230,8 @@ def pretrain(
 
     return train(
         run_dir, make_model, tokenizer, stream, cfg, evaluate=evaluate,
-        config={"model": asdict(model_cfg), **({"exposures": exposures} if exposures else {})}, flops_cfg=model_cfg, accelerator=accelerator,
+        config={"model": asdict(model_cfg), **({"exposures": exposures} if exposures else {})},
+        flops_cfg=model_cfg, accelerator=accelerator,
         overwrite=overwrite, on_step=on_step, progress=progress, wandb_meta=wandb_meta,
         training_data=corpus_training_data(corpus),
     )  # fmt: skip
@@ -266,7 +267,8 @@ def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
     got = steps * batch * cfg.ctx * share / (people * bio_tokens)
     return {"asked": cfg.exposures, "steps": steps, "batch_size": batch, "exposures": round(got, 2),
             "people": people, "entries_per_person": round(n_bios / people, 4),
-            "passes": round(got * people / n_bios, 3), "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
+            "passes": round(got * people / n_bios, 3),
+            "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
 
 
 def corpus_training_data(corpus: Corpus) -> dict:

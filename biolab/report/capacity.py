@@ -1,0 +1,157 @@
+"""Part 3.3 in the report: one record per model and precision (``capacity.csv``: everything an outside
+script needs to recompute R from p1, p2, N and P), a table of the models, the peak capacity ratio per
+(dataset, N, exposures) beside the paper's laws, and bits learned against parameters on log axes
+with the 2 and 1 bit/param lines and the paper's digitised Figure 1(a) knees."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from biolab.paper import capacity_reference  # noqa: E402
+from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics  # noqa: E402
+from biolab.report.rows import flag, row  # noqa: E402
+
+COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
+           "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
+           "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
+METRICS = ("bits", "R", "R_max")  # the long rows of results.csv: capacity_<metric>, attribute = precision
+LAW_COLORS = {1000: "tab:red", 100: "tab:blue"}
+
+
+def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
+    """One record per precision of the run's model (COLUMNS); [] with a note when the stage is missing."""
+    try:
+        data = capacity_metrics(run)
+    except StageMissing as err:
+        flag(str(err), strict, notes)
+        return []
+    trained = data.get("trained") or {}
+    model = run.get("model")
+    arch = (data.get("model") or {}).get("arch")
+    out = []
+    for r in data["rows"]:
+        rec = {k: r.get(k) for k in COLUMNS}
+        rec.update(experiment=run.experiment, run=run.name, data=run.data, model=model, arch=arch,
+                   exposures=data.get("exposures"), exposures_asked=trained.get("asked"))  # fmt: skip
+        out.append(rec)
+    return out
+
+
+def capacity_rows(run: Run, records: list[dict]) -> list[dict]:
+    """The long rows of ``results.csv``: capacity_bits / capacity_R / capacity_R_max per precision."""
+    return [row(run, split="train", attribute=r["quant"], metric=f"capacity_{m}", value=r[m], n=r["N"])
+            for r in records for m in METRICS]  # fmt: skip
+
+
+def capacity_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: "" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                    for k in COLUMNS})  # fmt: skip
+    return buf.getvalue()
+
+
+def _series(rec: dict) -> tuple:
+    return rec["data"], rec["N"], rec["exposures_asked"]
+
+
+def model_table(records: list[dict]) -> str:
+    """Per model: size, exposures, bits learned of the dataset's, R and R_max, R after int8 / int4."""
+    by_run: dict[str, dict] = {}
+    for r in records:
+        by_run.setdefault(r["run"], {})[r["quant"]] = r
+    head = ["data", "N", "exposures", "model", "P", "bits (of the data's)", "R", "R_max", "R int8", "R int4"]
+    lines = []
+    for quants in sorted(by_run.values(), key=lambda q: (*map(str, _series(q["fp32"])), q["fp32"]["P"])):
+        f = quants["fp32"]
+        qr = [f"{quants[q]['R']:.3f}" if q in quants else "" for q in ("int8", "int4")]
+        lines.append([f["data"], str(f["N"]), f"{f['exposures']:g}", str(f["model"]), f"{f['P']:,}",
+                      f"{f['bits']:,.0f} ({f['R_max'] * f['P']:,.0f})", f"{f['R']:.3f}", f"{f['R_max']:.2f}",
+                      *qr])  # fmt: skip
+    return _md(head, lines)
+
+
+def peak_table(records: list[dict]) -> str:
+    """Per (data, N, exposures): the model at the peak capacity ratio, beside the paper's law for that
+    many exposures (2 bit/param at 1000, 1 at 100; Part 3.3 Results 1 and 4), and the same after
+    int8 and int4 rounding of that model."""
+    laws = {r["exposures"]: r["value"] for r in capacity_reference() if r["kind"] == "law"}
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(_series(r), []).append(r)
+    head = ["data", "N", "exposures", "models", "peak R (model)", "paper's law", "R int8", "R int4",
+            "share of the data's bits at the peak"]  # fmt: skip
+    lines = []
+    for key in sorted(groups, key=lambda k: tuple(map(str, k))):
+        fp = [r for r in groups[key] if r["quant"] == "fp32"]
+        if not fp:
+            continue
+        best = max(fp, key=lambda r: r["R"])
+        same = {r["quant"]: r for r in groups[key] if r["run"] == best["run"]}
+        law = laws.get(key[2])
+        qr = [f"{same[q]['R']:.3f}" if q in same else "" for q in ("int8", "int4")]
+        lines.append([str(key[0]), str(key[1]), str(key[2]), str(len(fp)),
+                      f"{best['R']:.3f} ({best['model']})",
+                      "n/a" if law is None else f">= {law:g}", *qr,
+                      f"{best['bits'] / (best['R_max'] * best['P']):.0%}"])  # fmt: skip
+    return _md(head, lines)
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])  # fmt: skip
+
+
+def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
+    """Bits learned against P (log-log), a line per (data, N, exposures), the 2P and 1P laws, each
+    series' total knowledge dotted, and the paper's digitised knees (plateau / peak R, plateau)."""
+    fp = [r for r in records if r["quant"] == "fp32" and r["bits"] > 0]
+    if not fp:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    groups: dict[tuple, list[dict]] = {}
+    for r in fp:
+        groups.setdefault(_series(r), []).append(r)
+    for (data, n, e), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        rs = sorted(rs, key=lambda r: r["P"])
+        line = ax.plot([r["P"] for r in rs], [r["bits"] for r in rs], "o-", label=f"{data} N={n}, {e} exp.")[
+            0
+        ]
+        total = max(r["R_max"] * r["P"] for r in rs)
+        ax.axhline(total, color=line.get_color(), ls=":", lw=1)
+    ref = capacity_reference()
+    peaks = {r["N"]: r["value"] for r in ref if r["kind"] == "peak_R"}
+    knees = [
+        (b["value"] / peaks[b["N"]], b["value"])
+        for b in ref
+        if b["kind"] == "plateau_bits" and b["N"] in peaks
+    ]
+    if knees:
+        ax.plot(
+            *zip(*knees, strict=True), "k^", ms=5, label="paper Fig 1(a) knees (digitised, bioS 1000 exp.)"
+        )
+    lo = min(min(r["P"] for r in fp), min(k[0] for k in knees) if knees else float("inf")) / 2
+    hi = max(max(r["P"] for r in fp), max(k[0] for k in knees) if knees else 0) * 2
+    for law in (r for r in ref if r["kind"] == "law"):
+        ax.plot([lo, hi], [law["value"] * lo, law["value"] * hi], "--", lw=1,
+                color=LAW_COLORS.get(law["exposures"], "gray"),
+                label=f"{law['value']:g} bit/param ({law['exposures']} exp., paper)")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="parameters P (embedding rows the data uses)",
+           ylabel="bits of knowledge learned", title="Knowledge capacity (Part 3.3 Fig 1)")  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3, which="both")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
