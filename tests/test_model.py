@@ -173,3 +173,11 @@ def test_a_model_refuses_a_dataset_it_was_not_trained_on(tmp_path):
     # a LoRA adapter answers for its base model, wherever the root has moved (relative base path)
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../../pre/model"}))
     assert check_training_data(adapter, ours) is None
+
+
+def test_no_mlp_is_d_ff_0_where_the_architecture_allows_it():
+    for arch in ("gpt_neox", "llama"):
+        model = build_model(ModelConfig(arch=arch, n_layer=1, n_head=2, d_model=32, d_ff=0), 300, 0, 1, 0)
+        assert model(input_ids=torch.zeros(1, 4, dtype=torch.long)).logits.shape == (1, 4, 300)
+    with pytest.raises(ConfigError, match="d_ff=0"):
+        ModelConfig(arch="gpt2", d_ff=0).validate()

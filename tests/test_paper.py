@@ -92,3 +92,17 @@ def test_a_config_naming_an_unknown_figure_fails_before_any_run():
     check_sources({"qa": FIG3, "qprobe": "P3.1 Fig 7 (= Fig 16a)", "statements": ["x"]})
     with pytest.raises(ConfigError, match="unknown paper source.*'qprobe': 'P3.1 Fig 7 right'"):
         check_sources({"qa": FIG3, "qprobe": "P3.1 Fig 7 right"})
+
+
+def test_the_capacity_reference_holds_the_laws_and_the_digitised_peaks(tmp_path):
+    from biolab.paper import capacity_reference
+
+    ref = capacity_reference()
+    laws = {r["exposures"]: r["value"] for r in ref if r["kind"] == "law"}
+    assert laws == {1000: 2.0, 100: 1.0}
+    peaks = {r["N"]: r["value"] for r in ref if r["kind"] == "peak_R"}
+    assert peaks[100_000] == 2.16 and all(r["source"] for r in ref)
+    bad = tmp_path / "ref.csv"
+    bad.write_text("kind,exposures,N,value,source\nlaw,1000,,two,x\n")
+    with pytest.raises(DataFileError, match="ref.csv"):
+        capacity_reference(bad)

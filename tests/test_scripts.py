@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path):
         assert list(folder.iterdir()) == [], case
 
 
-SCRIPTS = ["pretrain.py", "finetune.py", "evaluate.py", "probe.py", "run.py", "report.py"]
+SCRIPTS = ["pretrain.py", "finetune.py", "evaluate.py", "probe.py", "run.py", "report.py", "capacity.py"]
 
 
 def test_every_script_has_help():

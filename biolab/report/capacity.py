@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.paper import capacity_reference  # noqa: E402
-from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics  # noqa: E402
+from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics, check_stage  # noqa: E402
 from biolab.report.rows import flag, row  # noqa: E402
 
 COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
@@ -34,7 +35,7 @@ def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
         return []
     trained = data.get("trained") or {}
     model = run.get("model")
-    arch = (data.get("model") or {}).get("arch")
+    arch = (data.get("model") or _pretrained_model(run)).get("arch")
     out = []
     for r in data["rows"]:
         rec = {k: r.get(k) for k in COLUMNS}
@@ -42,6 +43,15 @@ def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
                    exposures=data.get("exposures"), exposures_asked=trained.get("asked"))  # fmt: skip
         out.append(rec)
     return out
+
+
+def _pretrained_model(run: Run) -> dict:
+    """The model keys of the run's pretraining (capacity.json before it recorded them)."""
+    try:
+        folder = check_stage(run, run.manifest["stages"].get("pretrain"), "pretrain")
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model") or {}
+    except (StageMissing, OSError, ValueError):
+        return {}
 
 
 def capacity_rows(run: Run, records: list[dict]) -> list[dict]:
