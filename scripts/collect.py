@@ -1,8 +1,9 @@
 """Copy a run root's report into a small committed results folder, with its provenance.
 
     python scripts/collect.py ROOT results/NAME --command "python scripts/run.py ..." --wall-s 812
-Copies report.md, results.csv and every report figure (PNG), and writes provenance.json: the
-command, git commit, device, versions, wall time and each stage's own seconds (from status.json).
+Copies report.md, results.csv (and capacity.csv, for Part 3.3 runs) and every report figure (PNG),
+and writes provenance.json: the command, git commit, device, versions, wall time and each stage's
+own seconds (from status.json).
 """
 
 import argparse
@@ -32,6 +33,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "results.csv"):
         shutil.copy(report / name, out / name)
+    if (report / "capacity.csv").is_file():  # Part 3.3 runs
+        shutil.copy(report / "capacity.csv", out / "capacity.csv")
     figures = sorted(report.rglob(args.pattern))[: args.max_figures]
     for png in figures:
         rel = png.relative_to(report / "figures") if (report / "figures") in png.parents else png.name

@@ -81,3 +81,17 @@ def test_a_biod_config_is_kept_in_meta_and_a_biographical_one_is_not(tmp_path):
     assert read_meta(out)["config"]["biod"] == BIOD
     assert "biod" not in DataConfig().to_dict()
     assert json.loads(json.dumps(DataConfig().to_dict())) == DataConfig().to_dict()
+
+
+def test_bios_cap_renders_every_exposure_afresh(tmp_path):
+    # Part 3.3's bioS(N): each exposure a new template draw and sentence order, pre-rendered
+    from omegaconf import OmegaConf
+
+    from biolab.cli import compose
+
+    keys = OmegaConf.to_container(compose("run", ["data=bioS_cap", "data.n_people=4"]).data, resolve=True)
+    write_dataset(DataConfig.from_dict(keys), tmp_path / "s", progress=False)
+    texts: dict[int, list[str]] = {}
+    for bio in iter_jsonl(tmp_path / "s" / "bios.jsonl"):
+        texts.setdefault(bio["person_id"], []).append(bio["text"])
+    assert all(len(t) == 100 and len(set(t)) == 100 for t in texts.values())

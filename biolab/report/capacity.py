@@ -23,7 +23,7 @@ COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", 
            "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
            "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
 METRICS = ("bits", "R", "R_max")  # the long rows of results.csv: capacity_<metric>, attribute = precision
-LAW_COLORS = {1000: "tab:red", 100: "tab:blue"}
+LAW_COLORS = {1000: "0.15", 100: "0.55"}  # greys: the series take the colour cycle
 
 
 def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
