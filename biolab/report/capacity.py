@@ -70,8 +70,14 @@ def capacity_csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
+def family(model) -> str:
+    """A model's family: its name up to the first "-" (``gpt2-2-2``, ``llama-2-2``: the sweeps name models
+    ``<family>-<layers>-<heads>``), so that each architecture is a series of its own."""
+    return str(model).split("-", 1)[0]
+
+
 def _series(rec: dict) -> tuple:
-    return rec["data"], rec["N"], rec["exposures_asked"]
+    return rec["data"], rec["N"], rec["exposures_asked"], family(rec["model"])
 
 
 def model_table(records: list[dict]) -> str:
@@ -91,14 +97,14 @@ def model_table(records: list[dict]) -> str:
 
 
 def peak_table(records: list[dict]) -> str:
-    """Per (data, N, exposures): the model at the peak capacity ratio, beside the paper's law for that
-    many exposures (2 bit/param at 1000, 1 at 100; Part 3.3 Results 1 and 4), and the same after
-    int8 and int4 rounding of that model."""
+    """Per (data, N, exposures, model family): the model at the peak capacity ratio, beside the paper's
+    law for that many exposures (2 bit/param at 1000, 1 at 100; Part 3.3 Results 1 and 4), and the
+    same after int8 and int4 rounding of that model."""
     laws = {r["exposures"]: r["value"] for r in capacity_reference() if r["kind"] == "law"}
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault(_series(r), []).append(r)
-    head = ["data", "N", "exposures", "models", "peak R (model)", "paper's law", "R int8", "R int4",
+    head = ["data", "N", "exposures", "family", "models", "peak R (model)", "paper's law", "R int8", "R int4",
             "share of the data's bits at the peak"]  # fmt: skip
     lines = []
     for key in sorted(groups, key=lambda k: tuple(map(str, k))):
@@ -109,7 +115,7 @@ def peak_table(records: list[dict]) -> str:
         same = {r["quant"]: r for r in groups[key] if r["run"] == best["run"]}
         law = laws.get(key[2])
         qr = [f"{same[q]['R']:.3f}" if q in same else "" for q in ("int8", "int4")]
-        lines.append([str(key[0]), str(key[1]), str(key[2]), str(len(fp)),
+        lines.append([str(key[0]), str(key[1]), str(key[2]), key[3], str(len(fp)),
                       f"{best['R']:.3f} ({best['model']})",
                       "n/a" if law is None else f">= {law:g}", *qr,
                       f"{best['bits'] / (best['R_max'] * best['P']):.0%}"])  # fmt: skip
@@ -122,8 +128,8 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 
 
 def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
-    """Bits learned against P (log-log), a line per (data, N, exposures), the 2P and 1P laws, each
-    series' total knowledge dotted, and the paper's digitised knees (plateau / peak R, plateau)."""
+    """Bits learned against P (log-log), a line per (data, N, exposures, model family), the 2P and 1P
+    laws, each series' total knowledge dotted, and the paper's digitised knees (plateau / peak R, plateau)."""
     fp = [r for r in records if r["quant"] == "fp32" and r["bits"] > 0]
     if not fp:
         return None
@@ -131,11 +137,10 @@ def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
     groups: dict[tuple, list[dict]] = {}
     for r in fp:
         groups.setdefault(_series(r), []).append(r)
-    for (data, n, e), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (data, n, e, fam), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         rs = sorted(rs, key=lambda r: r["P"])
-        line = ax.plot([r["P"] for r in rs], [r["bits"] for r in rs], "o-", label=f"{data} N={n}, {e} exp.")[
-            0
-        ]
+        label = f"{data} N={n}, {e} exp., {fam}"
+        line = ax.plot([r["P"] for r in rs], [r["bits"] for r in rs], "o-", label=label)[0]
         total = max(r["R_max"] * r["P"] for r in rs)
         ax.axhline(total, color=line.get_color(), ls=":", lw=1)
     ref = capacity_reference()
