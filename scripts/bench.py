@@ -8,6 +8,8 @@
                                         threads, its biggest ops, and our loop in fp32 vs bf16
     python scripts/bench.py eval        batched QA generation vs one generate call per question
     python scripts/bench.py probe       fast P-probes (every layer x position x task) incl. hidden states
+    python scripts/bench.py stack       K small models trained together with torch.func (stacked, vmapped)
+                                        vs one after the other (--stack 4, --model gpt2_2_2 shapes)
 Each prints one JSON object; --out FILE also writes it there.
 """
 
@@ -197,10 +199,39 @@ def bench_probe_cmd(args, tmp: Path) -> dict:
             "max_positions": probe["max_positions"], **out}  # fmt: skip
 
 
+def bench_stack_cmd(args, tmp: Path) -> dict:
+    """cap_fig1's gpt2-2-2 shape (2 layers, 2 heads, 32 dims; 1024 tokens) unless --model names a preset."""
+    import torch
+
+    from biolab.model import ModelConfig
+    from biolab.train.bench import bench_stacked
+    from biolab.train.pretrain import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    if args.model == "tiny":
+        model_cfg = ModelConfig(name="gpt2-2-2", n_layer=2, n_head=2, d_model=32)
+    else:
+        model_cfg = ModelConfig.from_dict(
+            OmegaConf.to_container(compose("pretrain", [f"model={args.model}"]).model)
+        )
+    cfg = TrainConfig(batch_size=args.batch_size, ctx=args.ctx, steps=args.steps)
+    out = bench_stacked(model_cfg, 1024, args.stack, cfg, args.warmup)
+    return {
+        "model": model_cfg.name,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "ctx": args.ctx,
+        **out,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "what", nargs="?", default="data", choices=["data", "tokenize", "pretrain", "step", "eval", "probe"]
+        "what",
+        nargs="?",
+        default="data",
+        choices=["data", "tokenize", "pretrain", "step", "eval", "probe", "stack"],
     )
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
@@ -215,6 +246,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3, help="pretrain: runs of each loop, interleaved")
     ap.add_argument("--questions", type=int, default=300, help="eval: questions to answer")
+    ap.add_argument("--stack", type=int, default=4, help="stack: models trained together")
+    ap.add_argument("--threads", type=int, default=1, help="stack: torch threads")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:
@@ -226,6 +259,7 @@ def main() -> None:
         "step": bench_step_cmd,
         "eval": bench_eval_cmd,
         "probe": bench_probe_cmd,
+        "stack": bench_stack_cmd,
     }[args.what]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()

@@ -28,3 +28,14 @@ def test_cpu_step_bench_times_each_variant_and_names_the_biggest_ops(tmp_path):
     assert set(result["top_ops_pct_of_cpu_time"]) == {"fp32 sdpa", "bf16 eager"}
     assert all(len(o) == 3 for o in result["top_ops_pct_of_cpu_time"].values())
     assert result["our_loop_bf16_over_fp32"] > 0
+
+
+def test_stacked_bench_trains_k_models_together_and_one_after_another():
+    from biolab.model import ModelConfig
+    from biolab.train.bench import bench_stacked
+    from biolab.train.pretrain import TrainConfig
+
+    cfg = TrainConfig(batch_size=2, ctx=16, steps=2)
+    result = bench_stacked(ModelConfig(n_layer=1, n_head=1, d_model=16), 64, 3, cfg, warmup=1)
+    assert result["models"] == 3 and result["tokens_per_s_stacked"] > 0
+    assert result["tokens_per_s_one_after_another"] > 0
