@@ -129,15 +129,13 @@ def knowledge(meta: dict) -> dict:
 def bits(k: dict, p1: float, p2: float, P: int) -> dict:
     """name, value (and bioD diversity) bits, their sum, R = bits / P and R_max, from the losses."""
     n = k["N"]
+    space, diversity, vocab = k["log2_N0"], 0.0, 0.0
     if k["style"] == BIOD:
-        space = math.log2(2 ** k["log2_N0"] - n)
-        div_max = k["K"] * k["D"] * math.log2(max(k["T"] ** k["L"] - k["D"], 1) / k["D"])
-        diversity = k["K"] * k["D"] * (math.log2(max(k["T"] ** k["L"] - k["D"], 1) / k["D"])
-                                       - p2 / (k["K"] * k["C"]) / LN2)  # fmt: skip
-        upper = n * (space - math.log2(n)) + n * k["log2_S0"] + max(div_max, 0.0)
-    else:
-        space, diversity = k["log2_N0"], 0.0
-        upper = n * (space - math.log2(n)) + n * k["log2_S0"]
+        space = math.log2(2**space - n)
+        # the bits of the K chunk vocabularies at zero loss, less what the loss per chunk leaves open
+        vocab = max(0.0, k["K"] * k["D"] * math.log2(max(k["T"] ** k["L"] - k["D"], 1) / k["D"]))
+        diversity = vocab - k["K"] * k["D"] * p2 / (k["K"] * k["C"]) / LN2
+    upper = n * (space - math.log2(n)) + n * k["log2_S0"] + vocab
     # Gibbs: over N distinct names no distribution's mean loss is below ln N; a lower p1 (an oracle, or
     # names that are token prefixes of others) would count more name bits than the data holds.
     name = max(0.0, n * (space - max(p1, math.log(n)) / LN2))
