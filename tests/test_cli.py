@@ -38,8 +38,21 @@ def test_every_shipped_yaml_parses():
         OmegaConf.load(f)
 
 
+CAPACITY = ["bioS_cap", "bioS_simple", "bioR_cap", "bioD_cap"]  # Part 3.3's, at CPU sizes
+
+
 def test_data_presets_are_exactly_the_papers_datasets():
-    assert sorted(config_groups()["data"]) == sorted(FIG3 + OTHERS)
+    assert sorted(config_groups()["data"]) == sorted(FIG3 + OTHERS + CAPACITY)
+
+
+@pytest.mark.parametrize("preset", CAPACITY)
+def test_every_capacity_preset_composes_to_a_valid_config(preset):
+    data = DataConfig.from_dict(
+        OmegaConf.to_container(compose("generate", [f"data={preset}"]).data, resolve=True)
+    )
+    assert (
+        data.name == preset and data.style == preset[:4] and (data.biod is not None) == (data.style == "bioD")
+    )
 
 
 @pytest.mark.parametrize("preset", FIG3 + OTHERS)
@@ -84,7 +97,10 @@ def test_good_overrides_pass():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["data=bioS_mult5"], r"unknown data preset 'bioS_mult5'; choose from: bioR_multi5, "),
+        (
+            ["data=bioS_mult5"],
+            r"unknown data preset 'bioS_mult5'; choose from: bioD_cap, bioR_cap, bioR_multi5, ",
+        ),
         (["data=bioS_single,nope"], "unknown data preset 'nope'"),
         (["data.mutli=5"], r"unknown key 'data.mutli'; valid keys under data: name, style, "),
         (["outt=x"], "unknown key 'outt'; valid keys at top level: data, out, overwrite"),
