@@ -97,3 +97,4 @@ def test_a_tiny_sweep_runs_and_its_csv_recomputes_r(tmp_path):
         assert float(r["exposures"]) >= 2 and float(r["bits"]) <= float(r["R_max"]) * P * (1 + 1e-6)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Knowledge capacity" in report and (tmp_path / "report" / "figures" / "cap_fig1").is_dir()
+    assert "Part 3.3's laws come from bioS(N) with N >= 10,000" in report and "here N = 16" in report

@@ -384,7 +384,15 @@ def compares_with_paper(report: Report, experiment: str) -> bool:
 
 def like_for_like_warning(report: Report, experiment: str) -> str | None:
     """A warning when the experiment's numbers are set beside the paper's from another setting: other
-    people, model or steps than the paper's, or the paper scale changed by overrides."""
+    people, model or steps than the paper's, or the paper scale changed by overrides. Part 3.3 runs
+    are set against Part 3.3's setting (bioS(N) with N >= 10,000, models of 0.8M to 0.5B parameters)."""
+    caps = [r for r in report.capacity if r["experiment"] == experiment and r["quant"] == "fp32"]
+    if caps:
+        ns, ps = sorted({r["N"] for r in caps}), [r["P"] for r in caps]
+        here = f"N = {', '.join(f'{n:,}' for n in ns)} and P = {min(ps):,} to {max(ps):,}"
+        return ("> **Not like for like with the paper**: Part 3.3's laws come from bioS(N) with N >= 10,000 "
+                f"and GPT2 models of 0.8M to 0.5B parameters; here {here}. Read ours by direction and "
+                "ranking, not by level.")  # fmt: skip
     if not compares_with_paper(report, experiment):
         return None
     gaps: dict[str, None] = {}
