@@ -41,6 +41,7 @@ from biolab.data.dataset import BIOD, iter_jsonl, read_meta
 from biolab.data.tokens import pad_right, tokenize_texts
 from biolab.errors import ConfigError
 from biolab.eval.quantize import BITS, quantize_model_
+from biolab.model import count_parameters
 
 LN2 = math.log(2)
 PRONOUN = regex.compile(
@@ -101,12 +102,7 @@ def span_losses(
 def used_parameters(model, used_ids: np.ndarray) -> int:
     """Parameters without the embedding rows of tokens the data never holds (P of Part 3.3: GPT2-small
     counts as 88M on bioS, not 124M). Tied input and output embeddings are counted once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
+    total = count_parameters(model)
     unused = model.config.vocab_size - len(np.unique(used_ids))
     tables = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
               if m is not None}  # fmt: skip
@@ -147,10 +143,11 @@ def bits(k: dict, p1: float, p2: float, P: int) -> dict:
 
 
 def measure(model, tokenizer, data_dir, used_ids: np.ndarray, max_people: int | None = None,
-            batch_size: int = 64, progress: bool = False) -> dict:  # fmt: skip
-    """p1, p2 (and p2 by attribute), P and the bits of ``model`` on the dataset in ``data_dir``."""
+            batch_size: int = 64, progress: bool = False, bios: tuple | None = None) -> dict:  # fmt: skip
+    """p1, p2 (and p2 by attribute), P and the bits of ``model`` on the dataset in ``data_dir``;
+    ``bios``: what ``first_bios(data_dir, max_people)`` returns, when the caller read it already."""
     meta = read_meta(data_dir)
-    texts, spans, present, names = first_bios(data_dir, max_people)
+    texts, spans, present, names = bios or first_bios(data_dir, max_people)
     losses = np.where(present, span_losses(model, tokenizer, texts, spans, batch_size, progress), 0.0)
     p1 = float(losses[:, 0].mean())
     p2 = float(losses[:, 1:].sum(1).mean())
@@ -190,7 +187,9 @@ class CapacityConfig:
 def measure_with_quantized(model, tokenizer, data_dir, used_ids: np.ndarray, cfg: CapacityConfig,
                            progress: bool = False) -> list[dict]:  # fmt: skip
     """The float model's row (``quant`` "fp32"), then one per ``cfg.quantize`` bit width."""
-    common = dict(max_people=cfg.max_people, batch_size=cfg.batch_size, progress=progress)
+    # the bios are read once for every precision: bioS_cap holds 100 entries per person
+    bios = first_bios(data_dir, cfg.max_people)
+    common = dict(batch_size=cfg.batch_size, progress=progress, bios=bios)
     rows = [{"quant": "fp32", **measure(model, tokenizer, data_dir, used_ids, **common)}]
     for b in cfg.quantize:
         q = copy.deepcopy(model)
