@@ -444,6 +444,24 @@ def test_a_paper_sized_run_is_not_warned_unless_overridden(fake_root):
     assert "Not like for like" not in text and "> **Check before comparing**" in text
 
 
+def test_a_celebrity_run_is_sized_against_the_paper_by_group(fake_root):
+    sizes = (("bioS_single", 400, 200), ("bioS_multi5_permute_fullname", 200_000, 100_000))
+    for data, people, celebrities in sizes:  # a tiny celebrity run and a paper-sized one
+        m = {**manifest(fake_root, data), "scale": "paper", "model": "gpt2_rotary_124m"}
+        _write_stage_files(fake_root, m, people=people, steps=80_000)
+        meta_path = fake_root / m["stages"]["data"] / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        groups = {"celebrity": celebrities, "minority": people - celebrities}
+        meta["counts"]["groups"] = {g: {"people": n} for g, n in groups.items()}
+        meta_path.write_text(json.dumps(meta))
+        save_manifest(fake_root, data, m)
+    text = write_report(fake_root).read_text()
+    assert "- scale paper: 400 people (200 of them celebrities), model `gpt2_rotary_124m`" in text
+    gaps = [line for line in text.splitlines() if line.startswith("> **Not like for like")]
+    assert gaps and all("200 minority people + 200 celebrities (paper: 100,000 + 100,000)" in g for g in gaps)
+    assert all("100,000 minority" not in g and "people (paper: 100,000)" not in g for g in gaps)
+
+
 def test_the_provenance_table_lists_each_stage_once(fake_root):
     m = manifest(fake_root, "bioS_single")
     rel, q_fast = m["stages"]["pretrain"], m["stages"]["probe"]["q_fast"]

@@ -338,6 +338,13 @@ def people_count(run: Run) -> int | None:
     return None
 
 
+def celebrity_count(run: Run) -> int | None:
+    """Celebrities in the run's dataset (meta.json's group counts); None for a one-group dataset."""
+    meta = stage_file(run, run.manifest["stages"].get("data"), "data", "meta.json")
+    groups = as_dict(as_dict(meta.get("counts")).get("groups"))
+    return count(as_dict(groups.get("celebrity")).get("people"))
+
+
 def run_setting(run: Run) -> dict:
     """What a reader needs to size a run against the paper: scale, people, model, pretraining steps
     and the command line's overrides (None for a manifest filed before they were recorded)."""
@@ -347,7 +354,7 @@ def run_setting(run: Run) -> dict:
     overrides = run.get("overrides")
     return {
         "scale": run.get("scale"), "model": run.get("model") or as_dict(cfg.get("model")).get("name"),
-        "train": run.get("train"), "people": people_count(run),
+        "train": run.get("train"), "people": people_count(run), "celebrities": celebrity_count(run),
         # status first: a run sized by train.exposures finds its steps at the start
         "steps": count(status.get("steps")) or count(as_dict(cfg.get("train")).get("steps")),
         "params": count(status.get("params_no_embeddings")),

@@ -358,7 +358,9 @@ def setting_text(s: dict) -> str:
             ", ".join(f"`{o}`" for o in overrides) or "none"
         )
     model = f"model `{s.get('model') or '?'}`{params}"
-    return f"scale {s.get('scale') or '?'}: {number(s.get('people'))} people, {model}, " + (
+    cel = s.get("celebrities")
+    people = f"{number(s.get('people'))} people" + (f" ({cel:,} of them celebrities)" if cel else "")
+    return f"scale {s.get('scale') or '?'}: {people}, {model}, " + (
         f"{number(s.get('steps'))} pretraining steps{given}"
     )
 

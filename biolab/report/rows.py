@@ -134,8 +134,14 @@ def paper_gaps(setting: dict, data: str) -> list[str]:
     fact counts as a difference, since the comparison cannot be shown to be like for like."""
     model, steps = PAPER_SETTING["bioR" if data.startswith("bioR") else "bioS"]
     gaps = []
-    if setting.get("people") != PAPER_PEOPLE:
-        gaps.append(f"{number(setting.get('people'))} people (paper: {PAPER_PEOPLE:,})")
+    people, celebrities = setting.get("people"), setting.get("celebrities")
+    if celebrities:  # Result 6: the paper adds as many celebrities as it has minority people
+        minority = None if people is None else people - celebrities
+        if (minority, celebrities) != (PAPER_PEOPLE, PAPER_PEOPLE):
+            gaps.append(f"{number(minority)} minority people + {number(celebrities)} celebrities "
+                        f"(paper: {PAPER_PEOPLE:,} + {PAPER_PEOPLE:,})")  # fmt: skip
+    elif people != PAPER_PEOPLE:
+        gaps.append(f"{number(people)} people (paper: {PAPER_PEOPLE:,})")
     if setting.get("model") != model:
         gaps.append(f"model {setting.get('model') or '?'} (paper: {model})")
     if setting.get("steps") != steps:
