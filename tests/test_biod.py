@@ -1,14 +1,16 @@
 """bioD (Part 3.3 Definition 2.2): values made of chunks from each attribute's own vocabulary, spans
 that point at them, fresh sentence orders per entry, the same bytes for the same seed."""
 
+import hashlib
 import json
 import math
 
 import pytest
 
 from biolab.data.biod import BioDConfig, biod_bits, chunk_vocabularies, symbol, symbol_width
-from biolab.data.dataset import DataConfig, iter_jsonl, read_meta, write_dataset
-from biolab.errors import ConfigError
+from biolab.data.check import check_dataset
+from biolab.data.dataset import DataConfig, iter_jsonl, load_dataset, read_meta, write_dataset
+from biolab.errors import ConfigError, DataFileError
 
 BIOD = {"K": 3, "C": 2, "D": 5, "L": 2, "T": 4}
 
@@ -95,3 +97,44 @@ def test_bios_cap_renders_every_exposure_afresh(tmp_path):
     for bio in iter_jsonl(tmp_path / "s" / "bios.jsonl"):
         texts.setdefault(bio["person_id"], []).append(bio["text"])
     assert all(len(t) == 100 and len(set(t)) == 100 for t in texts.values())
+
+
+def _rehash(out, name: str, rows: list[dict]) -> None:
+    """Rewrite a file of the folder and its sha256 in meta.json, so the check reads the damage."""
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (out / name).write_text(text, encoding="utf-8")
+    meta = json.loads((out / "meta.json").read_text())
+    meta["sha256"][name] = hashlib.sha256(text.encode()).hexdigest()
+    (out / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kw", [{}, {"L": 1, "C": 3, "D": 8, "T": 30}])
+def test_the_independent_check_reads_a_bioD_folder_and_finds_its_damage(tmp_path, kw):
+    out = make(tmp_path, **kw)
+    b = {**BIOD, **kw}
+    problems, stats = check_dataset(out)
+    assert problems == [] and stats["people"] == 20 and stats["bios"] == 80
+    assert set(stats["chunks_in_use"]) == {"ID 1", "ID 2", "ID 3"}
+    assert all(0 < n <= b["D"] for n in stats["chunks_in_use"].values())
+
+    people = list(iter_jsonl(out / "people.jsonl"))
+    width = symbol_width(b["T"])
+    people[2]["ID 1"] = people[2]["ID 1"].replace(people[2]["ID 1"][:width], "z" * width, 1)  # z >= T
+    _rehash(out, "people.jsonl", people)
+    bios = list(iter_jsonl(out / "bios.jsonl"))
+    for bio in bios[5:7]:  # the last sentence dropped, its span kept
+        bio["text"] = bio["text"][: bio["text"].rindex(" Their")]
+    gone = max(bios[6]["spans"], key=lambda a: bios[6]["spans"][a][0] if a != "name" else -1)
+    bios[6]["spans"][gone] = [0, 4]  # ... and here pointing at a piece of the name
+    _rehash(out, "bios.jsonl", bios)
+    problems, _ = check_dataset(out)
+    assert any(p.startswith("person 2: ID 1") and "is not one of T=" in p for p in problems), problems
+    assert any("bio 1/1: an attribute span lies outside the text" in p for p in problems), problems
+    assert any(p.startswith(f"bio 1/2: span {gone} is ") for p in problems), problems
+    assert any("bio 1/2: 2 sentences, not K=3" in p for p in problems), problems
+
+
+def test_load_dataset_refuses_a_bioD_folder_in_one_line(tmp_path):
+    out = make(tmp_path)
+    with pytest.raises(DataFileError, match="a bioD dataset has no Person records; read its files"):
+        load_dataset(out)

@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from biolab.data.biod import BioDConfig, symbol_width
 from biolab.data.bios import ANONYMOUS, REVERSE_LAST, entries_per_person
 from biolab.data.dataset import iter_jsonl, verify_dataset
 from biolab.data.people import ATTRIBUTES, CELEBRITY, GROUPS, MINORITY
@@ -91,9 +92,43 @@ def _check_groups(people: dict, cfg: dict, formats: dict, problem) -> None:
             problem(f"{sizes[g]} {g} people, expected {want}")
 
 
+def biod_value_errors(value: str, b: BioDConfig) -> list[str]:
+    """How a bioD value breaks Definition 2.2's shape: C chunks of L symbols, each symbol one
+    fixed-width lower-case word naming one of T letters."""
+    chunks = [c.split(" ") for c in value.split(", ")] if b.L > 1 else [[w] for w in value.split(" ")]
+    width = symbol_width(b.T)
+    errors = []
+    if len(chunks) != b.C or any(len(c) != b.L for c in chunks):
+        errors.append(
+            f"{len(chunks)} chunks of {sorted({len(c) for c in chunks})} symbols, not {b.C} of {b.L}"
+        )
+    for sym in (s for c in chunks for s in c):
+        index = sum((ord(ch) - ord("a")) * 26**i for i, ch in enumerate(reversed(sym)))
+        if len(sym) != width or not sym.isascii() or not sym.isalpha() or not sym.islower() or index >= b.T:
+            errors.append(f"symbol {sym!r} is not one of T={b.T} ({width} letters)")
+            break
+    return errors
+
+
+def _check_biod_values(people: dict, attrs: list[str], b: BioDConfig, problem) -> dict[str, int]:
+    """Every value's shape, and per attribute its vocabulary: at most D distinct chunks in use."""
+    sep = ", " if b.L > 1 else " "
+    used: dict[str, set[str]] = {a: set() for a in attrs}
+    for p in people.values():
+        for a in attrs:
+            for err in biod_value_errors(p[a], b):
+                problem(f"person {p['id']}: {a} {p[a]!r}: {err}")
+            used[a].update(p[a].split(sep))
+    for a, chunks in used.items():
+        if len(chunks) > b.D:
+            problem(f"{a}: {len(chunks)} distinct chunks in use, more than D={b.D}")
+    return {a: len(c) for a, c in used.items()}
+
+
 def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[str], dict]:
     """The problems of the dataset folder (at most ``max_problems``) and its counts; a celebrity
-    dataset (Result 6) is checked group by group, each against its own format."""
+    dataset (Result 6) is checked group by group, each against its own format; a bioD dataset
+    (Part 3.3) against its K attributes and chunk vocabularies instead of the six."""
     directory = Path(directory)
     problems: list[str] = []
 
@@ -103,6 +138,8 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
 
     meta = verify_dataset(directory)
     cfg = meta["config"]
+    biod = BioDConfig.from_dict(cfg.get("biod")) if cfg.get("style") == "bioD" else None
+    attrs = list(meta.get("attributes", ATTRIBUTES))  # written since bioD; before it, the six
     people = {p["id"]: p for p in iter_jsonl(directory / "people.jsonl")}
     names = Counter(p["full_name"] for p in people.values())
     for name, k in names.items():
@@ -110,7 +147,7 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
             problem(f"full name {name!r} used {k} times")
     hq: dict[str, str] = {}
     for p in people.values():
-        if hq.setdefault(p["company"], p["company_city"]) != p["company_city"]:
+        if biod is None and hq.setdefault(p["company"], p["company_city"]) != p["company_city"]:
             problem(f"company {p['company']!r} has two cities")
         if p["full_name"] != f"{p['first_name']} {p['middle_name']} {p['last_name']}":
             problem(f"person {p['id']}: full_name does not join the name parts")
@@ -133,7 +170,10 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
         p = people[b["person_id"]]
         text, spans = b["text"], b["spans"]
         entries[b["person_id"]] += 1
-        for a in ATTRIBUTES:
+        if any(not 0 <= s <= e <= len(text) for s, e in (spans[a] for a in attrs)):
+            problem(f"bio {b['person_id']}/{b['entry']}: an attribute span lies outside the text")
+            continue
+        for a in attrs:
             s, e = spans[a]
             if text[s:e] != p[a]:
                 problem(f"bio {b['person_id']}/{b['entry']}: span {a} is {text[s:e]!r}, not {p[a]!r}")
@@ -145,6 +185,10 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
                 problem(f"bio {b['person_id']}/{b['entry']}: {err}")
         elif not text.startswith(p["full_name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
+        if biod is not None and count_sentences(text, spans) != biod.K:
+            problem(
+                f"bio {b['person_id']}/{b['entry']}: {count_sentences(text, spans)} sentences, not K={biod.K}"
+            )
         if fullname_of(p):
             n_sent = count_sentences(text, spans)
             if n_name != n_sent:
@@ -180,8 +224,8 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
             problem(f"qa {q['person_id']}/{q['attribute']}: answer or split differs from people")
         if p["full_name"] not in q["question"]:
             problem(f"qa {q['person_id']}/{q['attribute']}: question lacks the full name")
-    if any(qa[pid] != len(ATTRIBUTES) for pid in people):
-        problem("some person does not have exactly six QA pairs")
+    if any(qa[pid] != len(attrs) for pid in people):
+        problem(f"some person does not have exactly {len(attrs)} QA pairs (one per attribute)")
     stats = {
         "people": len(people),
         "bios": sum(entries.values()),
@@ -190,4 +234,6 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
     }
     if groups is not None:
         stats["groups"] = groups
+    if biod is not None:
+        stats["chunks_in_use"] = _check_biod_values(people, attrs, biod, problem)
     return problems, stats

@@ -494,6 +494,11 @@ def load_dataset(directory: str | Path, verify: bool = False) -> Dataset:
     """Load a dataset folder into memory (for small datasets; stream bios with iter_jsonl)."""
     directory = Path(directory)
     meta = verify_dataset(directory) if verify else read_meta(directory)
+    if meta["config"].get("style") == "bioD":  # its people hold K chunk values, not Person's six
+        raise DataFileError(
+            f"{directory}: a bioD dataset has no Person records; read its files with iter_jsonl "
+            "(people.jsonl holds each attribute's value under its name)"
+        )
     cfg = DataConfig.from_dict(meta["config"])
     people = [Person(**d) for d in iter_jsonl(directory / "people.jsonl")]
     bios = [Bio(**d) for d in iter_jsonl(directory / "bios.jsonl")]
