@@ -18,7 +18,7 @@ import torch
 
 from biolab.config import from_dict
 from biolab.data.masking import masked_qa, qa_parts, split_ids, with_mask_token
-from biolab.data.tokens import Corpus, TextSet
+from biolab.data.tokens import Corpus, TextSet, pad_right
 from biolab.errors import ConfigError
 from biolab.model import is_masked_lm, load_pretrained
 from biolab.train.pretrain import TrainConfig, check_run_dir, check_wandb_meta, corpus_training_data, train
@@ -164,14 +164,9 @@ class QABatches:
 
 
 def _right_padded(examples: list[tuple[np.ndarray, np.ndarray]], pad: int) -> dict[str, np.ndarray]:
-    width = max(len(ids) for ids, _ in examples)
-    out = {"input_ids": np.full((len(examples), width), pad, dtype=np.int64),
-           "labels": np.full((len(examples), width), -100, dtype=np.int64),
-           "attention_mask": np.zeros((len(examples), width), dtype=np.int64)}  # fmt: skip
-    for i, (ids, labels) in enumerate(examples):
-        out["input_ids"][i, : len(ids)], out["labels"][i, : len(ids)] = ids, labels
-        out["attention_mask"][i, : len(ids)] = 1
-    return out
+    ids, mask = pad_right([ids for ids, _ in examples], pad)
+    labels, _ = pad_right([labels for _, labels in examples], -100)  # padding is never a target
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def finetune(
