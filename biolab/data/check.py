@@ -185,10 +185,8 @@ def check_dataset(directory: str | Path, max_problems: int = 20) -> tuple[list[s
                 problem(f"bio {b['person_id']}/{b['entry']}: {err}")
         elif not text.startswith(p["full_name"]):
             problem(f"bio {b['person_id']}/{b['entry']}: does not start with the full name")
-        if biod is not None and count_sentences(text, spans) != biod.K:
-            problem(
-                f"bio {b['person_id']}/{b['entry']}: {count_sentences(text, spans)} sentences, not K={biod.K}"
-            )
+        if biod is not None and (n_sent := count_sentences(text, spans)) != biod.K:
+            problem(f"bio {b['person_id']}/{b['entry']}: {n_sent} sentences, not K={biod.K}")
         if fullname_of(p):
             n_sent = count_sentences(text, spans)
             if n_name != n_sent:
