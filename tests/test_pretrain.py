@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import biolab.train.pretrain as pretrain_module
 from biolab.console import captured_output, reporting
 from biolab.data.dataset import DataConfig
 from biolab.data.tokens import Corpus, prepare_corpus
@@ -399,3 +401,23 @@ def test_too_few_exposures_for_the_warmup_fail_before_work(corpus, tmp_path):
     with pytest.raises(ConfigError, match="warmup_steps"):
         pretrain(tmp_path / "w", corpus, MODEL, train_cfg(exposures=1, warmup_steps=10_000), progress=False)
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bf16_on_a_cpu_that_only_emulates_it_trains_in_fp32_and_says_so(corpus, tmp_path, monkeypatch, fast):
+    if torch.cuda.is_available():
+        pytest.skip("the fallback is for CPUs")
+    monkeypatch.setattr(pretrain_module, "cpu_bf16_is_fast", lambda: fast)
+    pretrain_module._warn_once.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain(tmp_path, corpus, MODEL, train_cfg(steps=2, precision="bf16", eval_every=0), progress=False)
+    said = [str(w.message) for w in caught if "no native bf16" in str(w.message)]
+    assert len(said) == (0 if fast else 1)  # once, however often the precision is asked
+    used = json.loads((tmp_path / "config.json").read_text())["precision_used"]
+    assert used == ("bf16" if fast else "no")
+
+
+def test_the_bf16_speed_check_answers_once_a_process():
+    first = pretrain_module.cpu_bf16_is_fast()
+    assert isinstance(first, bool) and pretrain_module.cpu_bf16_is_fast() is first
