@@ -92,10 +92,15 @@ def _check_groups(people: dict, cfg: dict, formats: dict, problem) -> None:
             problem(f"{sizes[g]} {g} people, expected {want}")
 
 
-def biod_value_errors(value: str, b: BioDConfig) -> list[str]:
-    """How a bioD value breaks Definition 2.2's shape: C chunks of L symbols, each symbol one
-    fixed-width lower-case word naming one of T letters."""
-    chunks = [c.split(" ") for c in value.split(", ")] if b.L > 1 else [[w] for w in value.split(" ")]
+def biod_chunks(value: str, b: BioDConfig) -> list[str]:
+    """A bioD value's chunks: joined by ", ", or by " " when a chunk is one symbol."""
+    return value.split(", " if b.L > 1 else " ")
+
+
+def biod_value_errors(chunk_texts: list[str], b: BioDConfig) -> list[str]:
+    """How a bioD value (its chunks) breaks Definition 2.2's shape: C chunks of L symbols, each
+    symbol one fixed-width lower-case word naming one of T letters."""
+    chunks = [c.split(" ") for c in chunk_texts]
     width = symbol_width(b.T)
     errors = []
     if len(chunks) != b.C or any(len(c) != b.L for c in chunks):
@@ -112,13 +117,13 @@ def biod_value_errors(value: str, b: BioDConfig) -> list[str]:
 
 def _check_biod_values(people: dict, attrs: list[str], b: BioDConfig, problem) -> dict[str, int]:
     """Every value's shape, and per attribute its vocabulary: at most D distinct chunks in use."""
-    sep = ", " if b.L > 1 else " "
     used: dict[str, set[str]] = {a: set() for a in attrs}
     for p in people.values():
         for a in attrs:
-            for err in biod_value_errors(p[a], b):
+            chunks = biod_chunks(p[a], b)
+            for err in biod_value_errors(chunks, b):
                 problem(f"person {p['id']}: {a} {p[a]!r}: {err}")
-            used[a].update(p[a].split(sep))
+            used[a].update(chunks)
     for a, chunks in used.items():
         if len(chunks) > b.D:
             problem(f"{a}: {len(chunks)} distinct chunks in use, more than D={b.D}")

@@ -327,22 +327,18 @@ def stage_config(run: Run, rel: str | None, what: str) -> dict:
     return as_dict(doc.get("config", doc))
 
 
-def people_count(run: Run) -> int | None:
-    """People in the run's dataset: meta.json's count of what was written, else the config's n_people."""
+def people_counts(run: Run) -> tuple[int | None, int | None]:
+    """People in the run's dataset (meta.json's count of what was written, else the config's
+    n_people) and, for a celebrity dataset, how many of them are celebrities (else None)."""
     rel = run.manifest["stages"].get("data")
     meta = stage_file(run, rel, "data", "meta.json")
-    for n in (as_dict(meta.get("counts")).get("people"), as_dict(meta.get("config")).get("n_people"),
+    counts = as_dict(meta.get("counts"))
+    celebrities = count(as_dict(as_dict(counts.get("groups")).get("celebrity")).get("people"))
+    for n in (counts.get("people"), as_dict(meta.get("config")).get("n_people"),
               stage_config(run, rel, "data").get("n_people")):  # fmt: skip
         if count(n):
-            return count(n)
-    return None
-
-
-def celebrity_count(run: Run) -> int | None:
-    """Celebrities in the run's dataset (meta.json's group counts); None for a one-group dataset."""
-    meta = stage_file(run, run.manifest["stages"].get("data"), "data", "meta.json")
-    groups = as_dict(as_dict(meta.get("counts")).get("groups"))
-    return count(as_dict(groups.get("celebrity")).get("people"))
+            return count(n), celebrities
+    return None, celebrities
 
 
 def run_setting(run: Run) -> dict:
@@ -352,9 +348,10 @@ def run_setting(run: Run) -> dict:
     cfg = stage_config(run, rel, "pretrain")
     status = stage_file(run, rel, "pretrain", "status.json")
     overrides = run.get("overrides")
+    people, celebrities = people_counts(run)
     return {
         "scale": run.get("scale"), "model": run.get("model") or as_dict(cfg.get("model")).get("name"),
-        "train": run.get("train"), "people": people_count(run), "celebrities": celebrity_count(run),
+        "train": run.get("train"), "people": people, "celebrities": celebrities,
         # status first: a run sized by train.exposures finds its steps at the start
         "steps": count(status.get("steps")) or count(as_dict(cfg.get("train")).get("steps")),
         "params": count(status.get("params_no_embeddings")),
