@@ -17,13 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.paper import capacity_reference  # noqa: E402
 from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics, check_stage  # noqa: E402
-from biolab.report.rows import flag, row  # noqa: E402
+from biolab.report.rows import FORMAT_ERRORS, flag, row, unreadable  # noqa: E402
 
 COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
            "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
            "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
 METRICS = ("bits", "R", "R_max")  # the long rows of results.csv: capacity_<metric>, attribute = precision
 LAW_COLORS = {1000: "0.15", 100: "0.55"}  # greys: the series take the colour cycle
+UNSET = "unset"  # exposures of a model trained for train.steps, not for train.exposures
 
 
 def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
@@ -80,20 +81,45 @@ def _series(rec: dict) -> tuple:
     return rec["data"], rec["N"], rec["exposures_asked"], family(rec["model"])
 
 
+def exposures_text(e) -> str:
+    """Exposures as a table shows them: ``unset`` for a model trained for train.steps."""
+    if e is None:
+        return UNSET
+    return f"{e:g}" if isinstance(e, int | float) else str(e)
+
+
 def model_table(records: list[dict]) -> str:
-    """Per model: size, exposures, bits learned of the dataset's, R and R_max, R after int8 / int4."""
+    """Per model: size, exposures, bits learned of the dataset's, R and R_max, R after int8 / int4; a
+    model whose record cannot be formatted is a row saying ``missing`` and why."""
     by_run: dict[str, dict] = {}
     for r in records:
         by_run.setdefault(r["run"], {})[r["quant"]] = r
     head = ["data", "N", "exposures", "model", "P", "bits (of the data's)", "R", "R_max", "R int8", "R int4"]
-    lines = []
-    for quants in sorted(by_run.values(), key=lambda q: (*map(str, _series(q["fp32"])), q["fp32"]["P"])):
-        f = quants["fp32"]
-        qr = [f"{quants[q]['R']:.3f}" if q in quants else "" for q in ("int8", "int4")]
-        lines.append([f["data"], str(f["N"]), f"{f['exposures']:g}", str(f["model"]), f"{f['P']:,}",
-                      f"{f['bits']:,.0f} ({f['R_max'] * f['P']:,.0f})", f"{f['R']:.3f}", f"{f['R_max']:.2f}",
-                      *qr])  # fmt: skip
+    lines = [_model_line(q, len(head)) for q in sorted(by_run.values(), key=_model_order)]
     return _md(head, lines)
+
+
+def _fp32(quants: dict) -> dict:
+    """The full-precision record of a model (another one where a stage wrote none)."""
+    return quants.get("fp32") or next(iter(quants.values()))
+
+
+def _model_order(quants: dict) -> tuple:
+    f = _fp32(quants)
+    p = f.get("P")
+    return (*map(str, _series(f)), p if isinstance(p, int | float) else -1)
+
+
+def _model_line(quants: dict, width: int) -> list[str]:
+    f = _fp32(quants)
+    try:
+        qr = [f"{quants[q]['R']:.3f}" if q in quants else "" for q in ("int8", "int4")]
+        return [f["data"], str(f["N"]), exposures_text(f["exposures"]), str(f["model"]), f"{f['P']:,}",
+                f"{f['bits']:,.0f} ({f['R_max'] * f['P']:,.0f})", f"{f['R']:.3f}", f"{f['R_max']:.2f}",
+                *qr]  # fmt: skip
+    except FORMAT_ERRORS as err:
+        lead = [str(f.get("data")), str(f.get("N")), exposures_text(f.get("exposures")), str(f.get("model"))]
+        return [*lead, unreadable(err), *[""] * (width - len(lead) - 1)]
 
 
 def peak_table(records: list[dict]) -> str:
@@ -109,17 +135,22 @@ def peak_table(records: list[dict]) -> str:
     lines = []
     for key in sorted(groups, key=lambda k: tuple(map(str, k))):
         fp = [r for r in groups[key] if r["quant"] == "fp32"]
-        if not fp:
-            continue
+        if fp:
+            lines.append(_peak_line(key, fp, groups[key], laws, len(head)))
+    return _md(head, lines)
+
+
+def _peak_line(key: tuple, fp: list[dict], group: list[dict], laws: dict, width: int) -> list[str]:
+    lead = [str(key[0]), str(key[1]), exposures_text(key[2]), key[3], str(len(fp))]
+    try:
         best = max(fp, key=lambda r: r["R"])
-        same = {r["quant"]: r for r in groups[key] if r["run"] == best["run"]}
+        same = {r["quant"]: r for r in group if r["run"] == best["run"]}
         law = laws.get(key[2])
         qr = [f"{same[q]['R']:.3f}" if q in same else "" for q in ("int8", "int4")]
-        lines.append([str(key[0]), str(key[1]), str(key[2]), key[3], str(len(fp)),
-                      f"{best['R']:.3f} ({best['model']})",
-                      "n/a" if law is None else f">= {law:g}", *qr,
-                      f"{best['bits'] / (best['R_max'] * best['P']):.0%}"])  # fmt: skip
-    return _md(head, lines)
+        return [*lead, f"{best['R']:.3f} ({best['model']})", "n/a" if law is None else f">= {law:g}", *qr,
+                f"{best['bits'] / (best['R_max'] * best['P']):.0%}"]  # fmt: skip
+    except FORMAT_ERRORS as err:
+        return [*lead, unreadable(err), *[""] * (width - len(lead) - 1)]
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
@@ -139,7 +170,7 @@ def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
         groups.setdefault(_series(r), []).append(r)
     for (data, n, e, fam), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         rs = sorted(rs, key=lambda r: r["P"])
-        label = f"{data} N={n}, {e} exp., {fam}"
+        label = f"{data} N={n}, {exposures_text(e)} exp., {fam}"
         line = ax.plot([r["P"] for r in rs], [r["bits"] for r in rs], "o-", label=label)[0]
         total = max(r["R_max"] * r["P"] for r in rs)
         ax.axhline(total, color=line.get_color(), ls=":", lw=1)

@@ -37,7 +37,17 @@ from biolab.pipeline.manifest import (
     task_metrics,
 )
 from biolab.report.capacity import capacity_records, capacity_rows
-from biolab.report.rows import QA_ATTRIBUTES, Report, count, flag, pct, row, stats
+from biolab.report.rows import (
+    FORMAT_ERRORS,
+    QA_ATTRIBUTES,
+    Report,
+    count,
+    flag,
+    pct,
+    row,
+    stats,
+    unreadable,
+)
 
 QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
 # our exact match / majority on P_test is the paper's qa_test_acc (its baseline row for the majority)
@@ -172,23 +182,33 @@ def collect(root: str | Path, experiments: str | list[str] | None = None, strict
         report.provenance[run.path] = [
             {"stage": role, "folder": rel, **stage_provenance(run, rel)} for role, rel in stage_folders(run)
         ]
-        if run.has_qa:
-            report.rows += qa_rows(run, strict, report.notes)
-        for probe in run.probes():
-            try:
-                rows = probe_rows(run, probe)
-            except StageMissing as err:
-                flag(str(err), strict, report.notes)
-                report.rows.append(row(run, split="test", probe=probe, metric="probe", note=str(err)))
-                continue
-            report.probe_data[(run.path, probe)] = rows
-            report.rows += probe_result_rows(run, probe, rows)
-        if run.manifest["stages"].get("capacity"):
-            records = capacity_records(run, strict, report.notes)
-            report.capacity += records
-            report.rows += capacity_rows(run, records)
+        try:
+            rows, probe_data, capacity = run_numbers(run, strict, report.notes)
+        except FORMAT_ERRORS as err:  # a stage file of odd shape: this run's numbers only are missing
+            flag(f"{run.path}: its numbers could not be read: {unreadable(err)}", strict, report.notes)
+            continue
+        report.rows += rows
+        report.probe_data.update(probe_data)
+        report.capacity += capacity
     report.rows += knowledge_rows(runs, strict, report.notes)  # memorization, tasks, the paper's statements
     return report
+
+
+def run_numbers(run: Run, strict: bool, notes: list) -> tuple[list[dict], dict, list[dict]]:
+    """One run's rows, its probes.csv rows per (run path, probe) and its capacity records."""
+    rows: list[dict] = qa_rows(run, strict, notes) if run.has_qa else []
+    probe_data = {}
+    for probe in run.probes():
+        try:
+            found = probe_rows(run, probe)
+        except StageMissing as err:
+            flag(str(err), strict, notes)
+            rows.append(row(run, split="test", probe=probe, metric="probe", note=str(err)))
+            continue
+        probe_data[(run.path, probe)] = found
+        rows += probe_result_rows(run, probe, found)
+    capacity = capacity_records(run, strict, notes) if run.manifest["stages"].get("capacity") else []
+    return rows + capacity_rows(run, capacity), probe_data, capacity
 
 
 def _statements(run: Run) -> list[str]:

@@ -11,17 +11,20 @@ from biolab.paper import paper_statements
 from biolab.probe.plots import SHORT
 from biolab.report.capacity import model_table, peak_table
 from biolab.report.rows import (
+    FORMAT_ERRORS,
+    MISSING,
     QA_ATTRIBUTES,
     Report,
     find,
+    flag,
     number,
     paper_gaps,
     qa_means,
     run_labels,
     spearman,
+    unreadable,
 )
 
-MISSING = "missing"  # ours could not be read: the notes at the top say why
 NONE = "n/a"  # the paper reports no such number
 PROBE_TABLES = (
     (
@@ -478,12 +481,14 @@ def figure_sections(report: Report, experiment: str, heatmaps: dict, curves: dic
     return parts
 
 
-def experiment_header(report: Report, experiment: str) -> list[str]:
-    runs = [r for r in report.runs if r.experiment == experiment]
-    scales = ", ".join(sorted({str(r.get("scale")) for r in runs}))
+def experiment_title(report: Report, experiment: str) -> str:
+    scales = ", ".join(sorted({str(r.get("scale")) for r in report.runs if r.experiment == experiment}))
+    return f"## Experiment `{experiment}` (scale {scales})"
+
+
+def setting_sections(report: Report, experiment: str) -> list[str]:
     warning = like_for_like_warning(report, experiment)
-    return [f"## Experiment `{experiment}` (scale {scales})", setting_lines(report, experiment),
-            *([warning] if warning else [])]  # fmt: skip
+    return [setting_lines(report, experiment), *([warning] if warning else [])]
 
 
 def capacity_sections(report: Report, experiment: str, figure: str | None) -> list[str]:
@@ -499,35 +504,70 @@ def capacity_sections(report: Report, experiment: str, figure: str | None) -> li
     return parts
 
 
+def qa_sections(report: Report, experiment: str, figure: str | None) -> list[str]:
+    """The QA mean and per-attribute tables and the bar chart; none for an experiment without QA."""
+    if not any(r.has_qa for r in report.runs if r.experiment == experiment):
+        return []
+    parts = ["### QA exact match, mean over attributes", qa_mean_table(report, experiment),
+             spearman_line(report, experiment)]  # fmt: skip
+    if figure:
+        parts.append(f"![P_test QA accuracy, ours vs the paper]({figure})")
+    return parts + ["### QA exact match on P_test, per attribute", QA_ATTRIBUTE_NOTE,
+                    qa_attribute_table(report, experiment)]  # fmt: skip
+
+
+def probe_sections(report: Report, experiment: str) -> list[str]:
+    reading = probe_reading(report, experiment)
+    parts = ["### Where the attributes are stored", reading] if reading else []
+    for metric, position, title in PROBE_TABLES:
+        table = probe_table(report, experiment, metric, position)
+        if table:
+            parts += [f"### {title}", table]
+    return parts
+
+
+def provenance_sections(report: Report, experiment: str) -> list[str]:
+    provenance = provenance_table(report, experiment)
+    return ["### Provenance (each stage's status.json)", provenance] if provenance else []
+
+
+def guarded(report: Report, experiment: str, what: str, build) -> list[str]:
+    """``build()``'s parts, or one line saying why they could not be written (also a note at the top):
+    one stage's odd numbers never cost the report its other sections and experiments."""
+    try:
+        return build()
+    except FORMAT_ERRORS as err:
+        why = unreadable(err)
+        flag(f"{experiment}: the {what} could not be written: {why}", False, report.notes)
+        return [f"### {what.capitalize()}: {why}"]
+
+
+def experiment_sections(report: Report, exp: str, figures: dict, heatmaps: dict, curves: dict,
+                        capacity: dict) -> list[str]:  # fmt: skip
+    sections = (
+        ("setting", lambda: setting_sections(report, exp)),
+        ("QA tables", lambda: qa_sections(report, exp, figures.get(exp))),
+        ("probe tables", lambda: probe_sections(report, exp)),
+        ("capacity tables", lambda: capacity_sections(report, exp, capacity.get(exp))),
+        ("memorization and task tables", lambda: knowledge_sections(report, exp)),
+        ("figures", lambda: figure_sections(report, exp, heatmaps, curves)),
+        ("provenance table", lambda: provenance_sections(report, exp)),
+    )
+    parts = [experiment_title(report, exp)]
+    for what, build in sections:
+        parts += guarded(report, exp, what, build)
+    return parts
+
+
 def render_markdown(report: Report, figures: dict, heatmaps: dict, curves: dict | None = None,
                     capacity: dict | None = None) -> str:  # fmt: skip
     """The whole report.md; ``figures``: experiment -> QA bar chart, ``heatmaps``: (run, probe) -> pngs,
     ``curves``: run path -> its pretraining's curves, ``capacity``: experiment -> its capacity plot."""
+    body = []
+    for exp in sorted({r.experiment for r in report.runs}):
+        body += experiment_sections(report, exp, figures, heatmaps, curves or {}, capacity or {})
     parts = ["# biolab report", INTRO.format(root=report.root)]
-    if report.notes:
+    if report.notes:  # after the experiments: a section that could not be written adds its note
         parts.append(f"## Missing or unfinished ({len(report.notes)})")
         parts.append("\n".join(f"- {n}" for n in report.notes))
-    for exp in sorted({r.experiment for r in report.runs}):
-        runs = [r for r in report.runs if r.experiment == exp]
-        parts += experiment_header(report, exp)
-        if any(r.has_qa for r in runs):
-            parts += ["### QA exact match, mean over attributes", qa_mean_table(report, exp),
-                      spearman_line(report, exp)]  # fmt: skip
-            if figures.get(exp):
-                parts.append(f"![P_test QA accuracy, ours vs the paper]({figures[exp]})")
-            parts += ["### QA exact match on P_test, per attribute", QA_ATTRIBUTE_NOTE,
-                      qa_attribute_table(report, exp)]  # fmt: skip
-        reading = probe_reading(report, exp)
-        if reading:
-            parts += ["### Where the attributes are stored", reading]
-        for metric, position, title in PROBE_TABLES:
-            table = probe_table(report, exp, metric, position)
-            if table:
-                parts += [f"### {title}", table]
-        parts += capacity_sections(report, exp, (capacity or {}).get(exp))
-        parts += knowledge_sections(report, exp)
-        parts += figure_sections(report, exp, heatmaps, curves or {})
-        provenance = provenance_table(report, exp)
-        if provenance:
-            parts += ["### Provenance (each stage's status.json)", provenance]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(parts + body) + "\n"

@@ -27,6 +27,10 @@ Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 # larger model and 150k steps. A run elsewhere is compared by direction, not by level.
 PAPER_PEOPLE = 100_000
 PAPER_SETTING = {"bioS": ("gpt2_rotary_124m", 80_000), "bioR": ("gpt2_rotary_302m", 150_000)}
+MISSING = "missing"  # ours could not be read: the notes at the top of report.md say why
+# What a stage's odd file (a null, a string or a key where a number belongs) raises when its numbers are
+# read or formatted: caught per row, table or figure so that one stage never costs the whole report.
+FORMAT_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError)
 
 
 @dataclass
@@ -91,6 +95,13 @@ def flag(note: str, strict: bool, notes: list | None) -> None:
         raise StageMissing(note)
     if notes is not None and note not in notes:
         notes.append(note)
+
+
+def unreadable(err: BaseException) -> str:
+    """The cell of a row or table that could not be formatted: ``missing`` and why, on one line."""
+    why = " ".join(str(err).split())
+    text = f"{type(err).__name__}: {why}" if why else type(err).__name__
+    return f"{MISSING} ({text})".replace("|", "/")  # a markdown cell holds no pipe
 
 
 def run_labels(runs: list[Run]) -> dict[Path, str]:

@@ -16,7 +16,7 @@ from biolab.report.capacity import capacity_csv, plot_capacity
 from biolab.report.collect import collect
 from biolab.report.markdown import render_markdown
 from biolab.report.plots import plot_qa_vs_paper
-from biolab.report.rows import COLUMNS, Report
+from biolab.report.rows import COLUMNS, FORMAT_ERRORS, Report, flag, unreadable
 from biolab.train.curves import plot_training, read_metrics
 
 
@@ -53,20 +53,32 @@ def build_report(root: str | Path, experiments: str | list[str] | None = None, o
     with atomic_dir(out, overwrite=True) as tmp:
         figures: dict = {}
         for exp in sorted({r.experiment for r in report.runs}):
-            path = plot_qa_vs_paper(report, exp, tmp / "figures" / exp / "qa_vs_paper.png")
+            path = drawn(report, f"{exp}: the QA figure", plot_qa_vs_paper, report, exp,
+                         tmp / "figures" / exp / "qa_vs_paper.png")  # fmt: skip
             figures[exp] = path.relative_to(tmp).as_posix() if path else None
-        heatmaps = _heatmaps(report, tmp)
-        curves = training_curves(report, tmp)
+        heatmaps = drawn(report, "the probe heatmaps", _heatmaps, report, tmp) or {}
+        curves = drawn(report, "the training curves", training_curves, report, tmp) or {}
         capacity = {}
         if report.capacity:
             atomic_write_text(tmp / "capacity.csv", capacity_csv(report.capacity))
             for exp in sorted({r["experiment"] for r in report.capacity}):
                 mine = [r for r in report.capacity if r["experiment"] == exp]
-                path = plot_capacity(mine, tmp / "figures" / exp / "capacity.png")
+                path = drawn(report, f"{exp}: the capacity figure", plot_capacity, mine,
+                             tmp / "figures" / exp / "capacity.png")  # fmt: skip
                 capacity[exp] = path.relative_to(tmp).as_posix() if path else None
         atomic_write_text(tmp / "results.csv", results_csv(report.rows))
         atomic_write_text(tmp / "report.md", render_markdown(report, figures, heatmaps, curves, capacity))
     return out / "report.md", report
+
+
+def drawn(report: Report, what: str, draw, *args):
+    """``draw(*args)``, or None with a note when a stage's numbers cannot be drawn: the report is
+    written without that figure rather than not at all."""
+    try:
+        return draw(*args)
+    except FORMAT_ERRORS as err:
+        flag(f"{what} could not be drawn: {unreadable(err)}", False, report.notes)
+        return None
 
 
 def _heatmaps(report: Report, tmp: Path) -> dict:

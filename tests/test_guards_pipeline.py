@@ -1,0 +1,80 @@
+"""Issue 27, part C: nothing a user owns is destroyed by the pipeline, the report or an atomic write.
+One stage never breaks the report; logging keys never rename a run; workers die with their parent;
+a killed run's leftovers are cleaned safely; files keep the user's umask; bad sweep values stop early."""
+
+import json
+import shutil
+
+from biolab.report.capacity import model_table, peak_table
+from biolab.report.write import build_report
+
+# a capacity.json row as the capacity stage writes it (bioS_single, 40 people, a tiny model)
+CAP_ROW = {"quant": "fp32", "style": "bioS", "N": 40, "log2_N0": 27.25, "log2_S0": 48.18, "people_read": 40,
+           "P": 900992, "p1": 24.78, "p2": 120.7, "name_bits": 0.0, "value_bits": 0.0, "diversity_bits": 0.0,
+           "bits": 0.0, "R": 0.0, "R_max": 0.0031}  # fmt: skip
+
+
+def add_capacity_run(root, experiment, rows, exposures=None):
+    """File a run of ``experiment`` reusing the fake root's bioS_single stages plus a done capacity stage
+    holding ``rows`` (``exposures``: None as for a model trained for train.steps)."""
+    demo = json.loads((root / "runs" / "demo" / "bioS_single.json").read_text())
+    folder = root / "capacity" / f"fake-{experiment}"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("kind: capacity\n")
+    (folder / "status.json").write_text(json.dumps({"status": "done", "seconds": 1.0}))
+    (folder / "capacity.json").write_text(json.dumps({"exposures": exposures, "trained": None, "rows": rows}))
+    stages = {k: demo["stages"][k] for k in ("data", "corpus", "pretrain")}
+    manifest = {**demo, "experiment": experiment, "stages": {**stages, "probe": {},
+                "capacity": folder.relative_to(root).as_posix()}}  # fmt: skip
+    (root / "runs" / experiment).mkdir(parents=True)
+    (root / "runs" / experiment / "bioS_single.json").write_text(json.dumps(manifest))
+
+
+# --- case 1: one capacity stage breaks the whole root's report ---
+
+
+def test_a_model_trained_without_exposures_is_tabled_as_unset():
+    """run.py qa_eval=none probes=[] capacity.enabled=true without exposures: TypeError before."""
+    record = {**CAP_ROW, "experiment": "x", "run": "r", "data": "bioS_single", "model": "tiny",
+              "arch": "gpt_neox", "exposures": None, "exposures_asked": None}  # fmt: skip
+    table = model_table([record])
+    assert "| bioS_single | 40 | unset | tiny | 900,992 |" in table
+    assert "| bioS_single | 40 | unset | tiny | 1 | 0.000 (tiny) | n/a |" in peak_table([record])
+
+
+def test_one_unformattable_capacity_stage_costs_only_its_own_rows(fake_root):
+    add_capacity_run(fake_root, "cap_good", [CAP_ROW], exposures=2.0)
+    add_capacity_run(fake_root, "cap_bad", [{**CAP_ROW, "bits": None, "R": "x", "R_max": 0}])
+    md, report = build_report(fake_root)
+    text = md.read_text()
+    # the other experiments' tables are all written
+    assert "## Experiment `demo`" in text and "### QA exact match, mean over attributes" in text
+    assert "| bioS_single | 40 | 2 | tiny | 900,992 | 0 (2,793) | 0.000 | 0.00 |" in text
+    bad = text[text.index("## Experiment `cap_bad`") :]
+    assert "| bioS_single | 40 | unset | tiny | missing (TypeError:" in bad
+    assert (md.parent / "results.csv").is_file() and (md.parent / "capacity.csv").is_file()
+
+
+def test_a_section_or_figure_that_cannot_be_drawn_is_a_note_not_a_crash(fake_root, monkeypatch):
+    import biolab.report.markdown as markdown
+    import biolab.report.write as write
+
+    def broken(*args):
+        raise TypeError("unsupported format string passed to NoneType.__format__")
+
+    monkeypatch.setattr(markdown, "provenance_table", broken)
+    monkeypatch.setattr(write, "plot_qa_vs_paper", broken)
+    md, report = build_report(fake_root)
+    text = md.read_text()
+    assert "### QA exact match on P_test, per attribute" in text
+    assert "### Provenance table: missing (TypeError: unsupported format string" in text
+    assert any("the QA figure could not be drawn" in n for n in report.notes)
+    assert any("demo: the provenance table could not be written" in n for n in report.notes)
+
+
+def test_a_run_whose_files_have_an_odd_shape_is_a_note(fake_root):
+    add_capacity_run(fake_root, "cap_odd", [["not", "a", "record"]])
+    md, report = build_report(fake_root)
+    assert any("its numbers could not be read: missing (AttributeError" in n for n in report.notes)
+    assert "## Experiment `demo`" in md.read_text()
+    shutil.rmtree(fake_root / "report")
