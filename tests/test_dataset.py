@@ -1,5 +1,6 @@
 import gc
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,31 @@ def test_existing_output_is_never_silently_overwritten(tmp_path):
     assert (out / "bios.jsonl").read_bytes() == before
     meta2 = write_dataset(DataConfig(n_people=50, seed=5), out, overwrite=True, progress=False)
     assert meta2["sha256"] != meta["sha256"] and read_meta(out) == meta2
+
+
+@pytest.mark.parametrize(
+    ("entries", "found"),
+    [
+        ({"thesis.tex": "mine"}, "no meta.json; it holds 'thesis.tex'"),
+        ({"config.json": "{}", "status.json": "{}", "model/config.json": "{}"}, "'config.json', 'model'"),
+        ({"runs/demo/a.json": "{}", "data/x/meta.json": "{}"}, "it holds 'data', 'runs'"),
+        ({"meta.json": "{}", "people.jsonl": ""}, "it holds 'meta.json', 'people.jsonl'"),  # not a meta
+        ({"meta.json": None, "notes.txt": "mine"}, "it holds 'notes.txt'"),  # a dataset, plus a note
+    ],
+)
+def test_overwrite_replaces_a_dataset_folder_only(tmp_path, entries, found):
+    """Issue 27: generate's overwrite=true replaced a pipeline root, a run or a thesis folder."""
+    out = tmp_path / "out"
+    for name, text in entries.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        if text is None:  # a real dataset's meta.json
+            write_dataset(DataConfig(n_people=4), tmp_path / "real", progress=False)
+            text = (tmp_path / "real" / "meta.json").read_text()
+        (out / name).write_text(text)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=f"is not a dataset folder \\(.*{re.escape(found)}"):
+        write_dataset(DataConfig(n_people=4), out, overwrite=True, progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_a_killed_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):

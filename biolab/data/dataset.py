@@ -61,6 +61,7 @@ from biolab.io import atomic_dir, write_json
 FORMAT_VERSION = 1
 BIOD = "bioD"  # data.style of Part 3.3's bioD (biolab.data.biod); bioS and bioR have templates
 FILES = ("people.jsonl", "bios.jsonl", "qa.jsonl")
+DATASET_ENTRIES = (*FILES, "meta.json")  # all a dataset folder holds
 # Chunks are fixed in size and seeded by their index, so the bytes do not depend on `workers`.
 CHUNK = 2048
 # The celebrities' chunks are numbered from here: far above any minority chunk (at most
@@ -334,6 +335,7 @@ def write_dataset(
     cfg.validate()
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    check_replaceable(out, overwrite)
     pools, templates = load_sources(cfg)
     if cfg.style == BIOD:
         return _write_biod(cfg, pools, out, overwrite)
@@ -420,6 +422,33 @@ def write_dataset(
         write_json(tmp / "meta.json", meta)  # written last: its presence marks completeness
         lap("meta.json")
     return meta
+
+
+def check_replaceable(out: str | Path, overwrite: bool) -> None:
+    """``overwrite`` replaces a dataset folder and nothing else: a non-empty ``out`` that holds
+    anything but a dataset's own files (a run, a stage root, a user's thesis) is refused before any
+    work, naming what it holds. Without ``overwrite``, atomic_dir refuses any non-empty ``out``."""
+    out = Path(out)
+    if not overwrite or not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    other = [n for n in names if n not in DATASET_ENTRIES]
+    if not names or (not other and _is_dataset(out)):
+        return
+    found = ", ".join(repr(n) for n in (other or names)[:3]) + (" ..." if len(other or names) > 3 else "")
+    marker = "" if (out / "meta.json").is_file() else "no meta.json; "
+    raise ConfigError(
+        f"out={out} is not a dataset folder ({marker}it holds {found}); overwrite=true only replaces "
+        "a dataset folder: use a new out"
+    )
+
+
+def _is_dataset(directory: Path) -> bool:
+    try:
+        read_meta(directory)
+    except (OSError, ValueError):  # DataFileError is a ValueError
+        return False
+    return True
 
 
 def _write_biod(cfg: DataConfig, pools: Pools, out: str | Path, overwrite: bool) -> dict:
