@@ -421,3 +421,18 @@ def test_bf16_on_a_cpu_that_only_emulates_it_trains_in_fp32_and_says_so(corpus, 
 def test_the_bf16_speed_check_answers_once_a_process():
     first = pretrain_module.cpu_bf16_is_fast()
     assert isinstance(first, bool) and pretrain_module.cpu_bf16_is_fast() is first
+
+
+def test_bio_first_token_accuracy_reads_a_biod_datasets_own_attributes(tmp_path):
+    biod = DataConfig(
+        name="biod", style="bioD", n_people=16, multi=2, biod={"K": 3, "C": 2, "D": 16, "T": 32}
+    )
+    corpus = Corpus(prepare_corpus(tmp_path / "data", biod, vocab_size=300))
+    cfg = train_cfg(steps=2, eval_every=1, ckpt_every=0, eval_people=4)
+    final = pretrain(tmp_path / "run", corpus, MODEL, cfg, progress=False)
+    assert [k for k in final if k.startswith("bio_first_token/test/")] == [
+        "bio_first_token/test/ID 1", "bio_first_token/test/ID 2", "bio_first_token/test/ID 3",
+        "bio_first_token/test/mean",
+    ]  # fmt: skip
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert plot_training(tmp_path / "run", tmp_path / "curves.png").is_file()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from biolab.data.people import ATTRIBUTES
-
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
@@ -26,8 +24,12 @@ def plot_training(run_dir: str | Path, out: str | Path) -> Path:
     left.plot(*zip(*loss, strict=True), lw=1)
     left.set(xlabel="step", ylabel="training loss", yscale="log", title=Path(run_dir).name)
     evals = [r for r in rows if "bio_first_token/train/mean" in r]
+    prefix = "bio_first_token/train/"  # the dataset's own attributes (a bioD dataset has K of its own)
+    names = [
+        k[len(prefix) :] for k in (evals[0] if evals else {}) if k.startswith(prefix) and k != prefix + "mean"
+    ]
     for split, style in (("train", "-"), ("test", "--")):
-        for i, a in enumerate([*ATTRIBUTES, "mean"]):
+        for i, a in enumerate([*names, "mean"]):
             key = f"bio_first_token/{split}/{a}"
             right.plot([r["step"] for r in evals], [r[key] for r in evals], style, color=f"C{i}",
                        lw=2 if a == "mean" else 1, label=a if split == "train" else None)  # fmt: skip

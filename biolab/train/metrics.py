@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from biolab.data.dataset import read_meta
 from biolab.data.people import ATTRIBUTES
 from biolab.data.tokens import Corpus
+
+
+def corpus_attributes(corpus: Corpus) -> list[str]:
+    """The names of the attributes whose spans the corpus's bios hold (``bios.npz`` ``attr``): the
+    dataset's own (a bioD dataset has K of its own, named in its meta.json), or the six. A dataset
+    moved since tokenization keeps its spans, so the names then fall back to the six or to positions."""
+    k = corpus.bios["attr"].shape[1]
+    try:
+        names = list(read_meta(corpus.meta["data_dir"]).get("attributes", ATTRIBUTES))
+    except (OSError, ValueError, KeyError):
+        names = list(ATTRIBUTES)
+    return names if len(names) == k else [f"attribute {i + 1}" for i in range(k)]
 
 
 def eval_bios(corpus: Corpus, n_people: int) -> dict[str, np.ndarray]:
@@ -20,15 +33,19 @@ def eval_bios(corpus: Corpus, n_people: int) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def bio_first_token_accuracy(model, corpus: Corpus, bios: np.ndarray, batch_size: int = 64) -> dict:
+def bio_first_token_accuracy(
+    model, corpus: Corpus, bios: np.ndarray, batch_size: int = 64, attributes: list[str] | None = None
+) -> dict:
     """Teacher-forced next-token accuracy on the first token of each attribute inside each bio.
 
     Each bio is fed as ``[EOS] + bio``, the context it has in packed training windows.
-    Returns {attribute: accuracy} plus "mean"."""
+    Returns {attribute: accuracy} plus "mean"; ``attributes``: ``corpus_attributes(corpus)``, passed
+    by a caller that measures often, to read the dataset's meta.json once."""
+    attributes = corpus_attributes(corpus) if attributes is None else attributes
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    hits = np.zeros(len(ATTRIBUTES))
+    hits = np.zeros(len(attributes))
     for s in range(0, len(bios), batch_size):
         chunk = bios[s : s + batch_size]
         seqs = [np.concatenate([[corpus.eos], corpus.bio(i)]) for i in chunk]
@@ -49,6 +66,6 @@ def bio_first_token_accuracy(model, corpus: Corpus, bios: np.ndarray, batch_size
         hits += (pred == target).sum(0).cpu().numpy()
     if was_training:
         model.train()
-    acc = {a: float(h / len(bios)) for a, h in zip(ATTRIBUTES, hits, strict=True)}
+    acc = {a: float(h / len(bios)) for a, h in zip(attributes, hits, strict=True)}
     acc["mean"] = float(np.mean(list(acc.values())))
     return acc

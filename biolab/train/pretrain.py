@@ -42,7 +42,7 @@ from biolab.errors import BiolabError, ConfigError
 from biolab.io import check_writable, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
-from biolab.train.metrics import bio_first_token_accuracy, eval_bios
+from biolab.train.metrics import bio_first_token_accuracy, corpus_attributes, eval_bios
 from biolab.train.mlm import MaskedStream
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU
@@ -246,12 +246,12 @@ def pretrain(
         tokenizer = with_mask_token(tokenizer)
         stream = MaskedStream(stream, tokenizer, cfg.seed)
     else:
-        sample = eval_bios(corpus, cfg.eval_people)
+        sample, attributes = eval_bios(corpus, cfg.eval_people), corpus_attributes(corpus)
 
         def evaluate(model) -> dict:
             row = {}
             for split, idx in sample.items():
-                acc = bio_first_token_accuracy(model, corpus, idx)
+                acc = bio_first_token_accuracy(model, corpus, idx, attributes=attributes)
                 row.update({f"bio_first_token/{split}/{a}": round(v, 4) for a, v in acc.items()})
             return row
 
