@@ -24,6 +24,7 @@ from biolab.errors import ConfigError
 from biolab.model import ModelConfig, build_model
 from biolab.status import read_status
 from biolab.train.curves import plot_training
+from biolab.train.finetune import finetune_configs
 from biolab.train.pretrain import TrainConfig, TrainingError, log_summary, make_stream, pretrain, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -436,3 +437,18 @@ def test_bio_first_token_accuracy_reads_a_biod_datasets_own_attributes(tmp_path)
     ]  # fmt: skip
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert plot_training(tmp_path / "run", tmp_path / "curves.png").is_file()
+
+
+def test_min_steps_without_exposures_is_refused():
+    with pytest.raises(ConfigError, match=r"^train.min_steps=100 needs train.exposures"):
+        TrainConfig.from_dict({"min_steps": 100})
+    TrainConfig.from_dict({"min_steps": 100, "exposures": 10})
+
+
+def test_a_finetunes_train_errors_name_their_section():
+    with pytest.raises(ConfigError, match=r"^finetune.train.lr must be > 0"):
+        finetune_configs({"method": "lora", "train": {"lr": -1.0}})
+    with pytest.raises(ConfigError, match=r"^finetune.train.steps must be int"):
+        finetune_configs({"method": "lora", "train": {"steps": "x"}})
+    with pytest.raises(ConfigError, match=r"^train.lr must be > 0"):
+        TrainConfig.from_dict({"lr": -1.0})

@@ -59,7 +59,7 @@ class FinetuneConfig:
 def finetune_configs(d: dict) -> tuple[FinetuneConfig, TrainConfig]:
     """A finetune preset (its own keys plus a nested ``train:``) as the two typed configs, validated."""
     own = {k: v for k, v in d.items() if k != "train"}
-    ft, tr = FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"])
+    ft, tr = FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"], "finetune.train")
     tr.validate()
     ft.validate()
     return ft, tr

@@ -88,27 +88,50 @@ class TrainConfig:
     wandb: str = "offline"  # offline | online | disabled
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return from_dict(cls, d, "train")
+    def from_dict(cls, d: dict, section: str = "train") -> TrainConfig:
+        """``section``: where these keys sit in the user's config (``finetune.train`` for a finetune's),
+        the name every error gives them."""
+        # biolab.config.from_dict checks keys and types under ``section`` but then validates with the
+        # default section: the values are checked here instead, under the caller's name.
+        from_dict(_KeysAndTypes, d, section)
+        cfg = cls(**d)
+        cfg.validate(section)
+        return cfg
 
-    def validate(self) -> None:
+    def validate(self, section: str = "train") -> None:
         for k in ("steps", "batch_size", "ctx", "log_every", "eval_people", "keep_ckpts"):
             if getattr(self, k) < 1:
-                raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+                raise ConfigError(f"{section}.{k} must be >= 1, got {getattr(self, k)}")
         for k in ("exposures", "min_steps"):
             if getattr(self, k) is not None and getattr(self, k) < 1:
-                raise ConfigError(f"train.{k} must be null or >= 1, got {getattr(self, k)}")
+                raise ConfigError(f"{section}.{k} must be null or >= 1, got {getattr(self, k)}")
+        if self.min_steps is not None and self.exposures is None:
+            # min_steps only halves the batch of an exposures plan: alone it would do nothing
+            raise ConfigError(
+                f"{section}.min_steps={self.min_steps} needs {section}.exposures (it halves the batch "
+                f"until the exposures take that many steps); set {section}.min_steps=null"
+            )
         for k in ("warmup_steps", "eval_every", "ckpt_every"):
             if getattr(self, k) < 0:
-                raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+                raise ConfigError(f"{section}.{k} must be >= 0, got {getattr(self, k)}")
         if not 0 <= self.qa_ratio <= 1:
-            raise ConfigError(f"train.qa_ratio must be in [0, 1], got {self.qa_ratio}")
+            raise ConfigError(f"{section}.qa_ratio must be in [0, 1], got {self.qa_ratio}")
         if self.precision not in ("auto", "no", "bf16", "fp16"):
-            raise ConfigError(f"train.precision must be auto, no, bf16 or fp16, got {self.precision!r}")
+            raise ConfigError(f"{section}.precision must be auto, no, bf16 or fp16, got {self.precision!r}")
         if self.wandb not in WANDB_MODES:
-            raise ConfigError(f"train.wandb must be offline, online or disabled, got {self.wandb!r}")
+            raise ConfigError(f"{section}.wandb must be offline, online or disabled, got {self.wandb!r}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("train.lr must be > 0 and train.min_lr_ratio in [0, 1]")
+            raise ConfigError(
+                f"{section}.lr must be > 0 and {section}.min_lr_ratio in [0, 1], "
+                f"got {self.lr} and {self.min_lr_ratio}"
+            )
+
+
+class _KeysAndTypes(TrainConfig):
+    """TrainConfig for biolab.config.from_dict's key and type checks alone (see TrainConfig.from_dict)."""
+
+    def validate(self, section: str = "train") -> None:
+        pass
 
 
 def micro_batches(cfg: TrainConfig, world: int) -> tuple[int, int]:
