@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -54,6 +55,7 @@ RUN_MARKERS = ("status.json", "config.json")  # a folder holding either is a tra
 PREPARED = ("data", "corpus")
 # What an overwrite replaces (status.json first); the rest of the folder (data, corpus, eval, wandb) stays.
 RUN_OUTPUTS = ("status.json", "config.json", "metrics.jsonl", "checkpoints", "model")
+CKPT_RECORD = "trainer.json"  # a checkpoint's step, training-shaping config and files' sha256
 
 
 class TrainingError(BiolabError):
@@ -132,6 +134,20 @@ class _KeysAndTypes(TrainConfig):
 
     def validate(self, section: str = "train") -> None:
         pass
+
+
+# TrainConfig keys a resumed run may change, because they never touch the weights' bytes: the
+# preset's name (a label), how often the loss is logged (log_every), what is measured and how often
+# (eval_every, eval_people: evaluation runs the model in eval mode under no_grad and draws no random
+# numbers), how often the state is saved and how many saves are kept (ckpt_every, keep_ckpts: a run
+# resumed from any checkpoint ends with the uninterrupted run's weights) and wandb. Every other key
+# changes them: the schedule (steps, lr, warmup_steps, ...), the batches (seed, batch_size, ctx,
+# qa_ratio, exposures) or the float rounding (precision, compile, micro_batch_size), so that "same seed,
+# same bytes" would no longer hold. The pipeline's stage keys leave the same keys out but the name
+# (biolab.pipeline.cache.VOLATILE).
+LOGGING_KEYS = frozenset(
+    {"name", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "wandb"}
+)
 
 
 def micro_batches(cfg: TrainConfig, world: int) -> tuple[int, int]:
@@ -369,7 +385,8 @@ def train(
     accelerator = accelerator or Accelerator(mixed_precision="no" if on_cpu_bf16 else mixed_precision(cfg))
     on_cpu_bf16 = on_cpu_bf16 and accelerator.device.type == "cpu"
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
-    work = _work_dir(accelerator, run_dir, overwrite)
+    record = training_record(cfg, config, training_data, run_dir)
+    work, resume = _work_and_resume(accelerator, run_dir, overwrite, record, _train_section(config))
     started = time.time()
     main = accelerator.is_main_process
     if main:
@@ -403,13 +420,13 @@ def train(
     accelerator.register_for_checkpointing(scheduler, _StateBox(batches))
 
     start_step = 0
-    ckpts = _checkpoints(work)
-    if ckpts:
-        accelerator.load_state(str(ckpts[-1] / "state"))
-        start_step = json.loads((ckpts[-1] / "trainer.json").read_text())["step"]
+    if resume is not None:
+        accelerator.load_state(str(resume / "state"))
+        start_step = json.loads((resume / CKPT_RECORD).read_text())["step"]
         if main:
-            _truncate_metrics(work / "metrics.jsonl", start_step)
             print(f"resuming {run_dir} from step {start_step}")
+    if main:  # rows logged after the step we start from (or by an attempt killed before any checkpoint)
+        _truncate_metrics(work / "metrics.jsonl", start_step)
 
     logger = _Logger(run_dir, work, cfg, {**(config or {}), "train": asdict(cfg)}, main, meta)
     unwrapped = accelerator.unwrap_model(model)
@@ -477,7 +494,7 @@ def train(
             if main:  # the logged row's loss: one step's loss on a small batch jumps about
                 report_progress(done, cfg.steps, last.get("loss", loss_value), last.get("tokens_per_s"))
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
-                _save_checkpoint(accelerator, unwrapped, tokenizer, work, done, cfg.keep_ckpts)
+                _save_checkpoint(accelerator, unwrapped, tokenizer, work, done, cfg.keep_ckpts, record)
         _check_finite(unwrapped, cfg.steps, work)  # the final model, on every process
     except BaseException as err:
         bar.close()
@@ -497,11 +514,49 @@ def train(
     return last
 
 
-def _work_dir(accelerator, run_dir: Path, overwrite: bool) -> Path:
-    """Where this attempt writes: ``run_dir``, or, to overwrite a finished run, the hidden sibling
-    ``.RUN.overwrite`` (cleared first: a killed overwrite is not resumed). A sibling, not a subfolder,
-    so that a path saved relative to a folder in it still holds once moved into ``run_dir``."""
-    replace = overwrite and (read_status(run_dir) or {}).get("status") == "done"
+def _work_and_resume(
+    accelerator, run_dir: Path, overwrite: bool, record: dict, section: str
+) -> tuple[Path, Path | None]:
+    """Where this attempt writes, and the checkpoint it resumes from (None: from step 0). An
+    unfinished run resumes from its newest intact checkpoint (newer damaged ones are moved aside, with
+    a warning), unless that checkpoint was trained with another config: then the run stops here, before
+    anything is written, or, with ``overwrite``, starts over as an overwrite of a finished run does."""
+    from accelerate.utils import broadcast_object_list
+
+    done = (read_status(run_dir) or {}).get("status") == "done"
+    found: list = [([], None)]
+    if not done and accelerator.is_main_process:  # hashing a checkpoint once is enough
+        found = [intact_checkpoint(run_dir)]
+    damaged, resume = broadcast_object_list(found)[0]
+    drift = config_drift(resume, record, section) if resume is not None else []
+    if drift and not overwrite:
+        step = json.loads((resume / CKPT_RECORD).read_text())["step"]
+        raise ConfigError(
+            f"{run_dir} was trained to step {step} with another config: {', '.join(drift)}; rerun with "
+            "that config to resume it, or pass overwrite=true to start over"
+        )
+    work = _work_dir(accelerator, run_dir, overwrite and (done or bool(drift)))
+    if work != run_dir:
+        return work, None
+    if accelerator.is_main_process:
+        for ckpt, why in damaged:
+            aside = set_aside(ckpt)
+            print(f"warning: checkpoint {ckpt} is damaged ({why}); moved to {aside.name}, resuming from "
+                  f"{resume.name if resume else 'step 0'}", file=sys.stderr)  # fmt: skip
+    accelerator.wait_for_everyone()
+    return work, resume
+
+
+def _train_section(config: dict | None) -> str:
+    """Where the TrainConfig sits in the user's config: a finetune's is nested under ``finetune``."""
+    return "finetune.train" if "finetune" in (config or {}) else "train"
+
+
+def _work_dir(accelerator, run_dir: Path, replace: bool) -> Path:
+    """Where this attempt writes: ``run_dir``, or, to ``replace`` it (an overwrite of a finished run, or
+    of one trained with another config), the hidden sibling ``.RUN.overwrite`` (cleared first: a killed
+    overwrite is not resumed). A sibling, not a subfolder, so that a path saved relative to a folder in
+    it still holds once moved into ``run_dir``."""
     here = run_dir.resolve()  # so that out=. has a name and a parent
     work = here.with_name(f".{here.name}.overwrite") if replace else run_dir
     accelerator.wait_for_everyone()  # every process has read the status before anything moves
@@ -597,16 +652,136 @@ def _finite_file(path: Path) -> bool:
     return all(torch.isfinite(t).all() for t in load_file(str(path)).values())
 
 
+def _finite_weights(ckpt: Path) -> bool:
+    """Whether every safetensors file of a checkpoint (the state it resumes from, the model beside it)
+    loads and holds only finite values."""
+    from safetensors import SafetensorError
+
+    files = sorted(ckpt.rglob("*.safetensors"))
+    try:
+        return bool(files) and all(_finite_file(f) for f in files)
+    except (SafetensorError, OSError):
+        return False
+
+
 def _last_good(run_dir: Path) -> str:
-    """Names the newest checkpoint whose saved weights are all finite (checked, not assumed)."""
+    """Names the newest checkpoint whose files still match the sha256 recorded when it was saved and
+    whose weights are all finite: both checked here, not assumed."""
     for ckpt in reversed(_checkpoints(run_dir)):
-        files = sorted((ckpt / "model").glob("*.safetensors"))
-        if files and all(_finite_file(f) for f in files):
-            return f"the last good checkpoint is {ckpt}"
+        if checkpoint_damage(ckpt) is None and _finite_weights(ckpt):
+            hashed = "sha256" in json.loads((ckpt / CKPT_RECORD).read_text())
+            return f"the last good checkpoint is {ckpt}" + ("" if hashed else " (no recorded sha256)")
     return "the last good checkpoint is none"
 
 
-def _save_checkpoint(accelerator, model, tokenizer, run_dir: Path, step: int, keep: int) -> None:
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _file_hashes(ckpt: Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint folder but its record, by path inside it."""
+    files = (p for p in sorted(ckpt.rglob("*")) if p.is_file() and p.name != CKPT_RECORD)
+    return {p.relative_to(ckpt).as_posix(): _sha256(p) for p in files}
+
+
+def checkpoint_damage(ckpt: str | Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a file missing or changed since it was saved, its
+    record unreadable), or None when it is intact."""
+    ckpt = Path(ckpt)
+    try:
+        record = json.loads((ckpt / CKPT_RECORD).read_text())
+        int(record["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CKPT_RECORD} is missing or unreadable"
+    hashes = record.get("sha256")
+    if hashes is None:
+        # Saved by code that recorded no hashes: nothing tells flipped bytes from trained ones, so it is
+        # accepted as long as its weights load (a truncated file does not) and are finite.
+        if not _finite_weights(ckpt):
+            return "no recorded sha256, and its weights fail to load or are not finite"
+        return None
+    for name, digest in hashes.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != digest:
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
+def intact_checkpoint(run_dir: str | Path) -> tuple[list[tuple[Path, str]], Path | None]:
+    """([(damaged checkpoint, why)] newer than the newest intact one, the newest intact one or None).
+    Older checkpoints are not read: the one resumed from is all that matters."""
+    damaged = []
+    for ckpt in reversed(_checkpoints(Path(run_dir))):
+        why = checkpoint_damage(ckpt)
+        if why is None:
+            return damaged, ckpt
+        damaged.append((ckpt, why))
+    return damaged, None
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Move a damaged checkpoint out of the resume order, kept for a look: ``checkpoints/damaged-step_N``
+    (outside the ``step_*`` names, so neither resumed from nor pruned). An earlier damaged copy of the
+    same step goes."""
+    aside = ckpt.with_name(f"damaged-{ckpt.name}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(ckpt, aside)
+    return aside
+
+
+def training_record(cfg: TrainConfig, config: dict | None, training_data: dict | None, run_dir: Path) -> dict:
+    """What shapes the weights a run trains, saved with each checkpoint and compared on resume: the
+    train keys but LOGGING_KEYS, the rest of the run's config (model; exposure plan; a finetune's keys
+    and base model) and the training data's identity. As JSON reads it back."""
+    record = {k: v for k, v in (config or {}).items()}
+    if "pretrained" in record:  # relative to the run: a root moved as a whole resumes
+        record["pretrained"] = os.path.relpath(Path(record["pretrained"]).resolve(), run_dir.resolve())
+    record["train"] = {k: v for k, v in asdict(cfg).items() if k not in LOGGING_KEYS}
+    if training_data is not None:
+        files = json.dumps(training_data.get("sha256"), sort_keys=True)
+        record["training_data"] = hashlib.sha256(files.encode()).hexdigest()
+    return json.loads(json.dumps(record))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif k != "name":  # a preset's name is a label: the values under it are compared
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_drift(ckpt: Path, record: dict, section: str = "train", shown: int = 6) -> list[str]:
+    """``key=old (now new)`` for each training-shaping key whose value differs from the one ``ckpt``
+    was trained with; [] for a checkpoint that records none (saved by older code: accepted, since the
+    run's config.json was rewritten by every start and may describe a later attempt, not this one).
+    ``section`` names the train keys as the user wrote them (``finetune.train`` for a finetune)."""
+    then = json.loads((ckpt / CKPT_RECORD).read_text()).get("config")
+    if then is None:
+        return []
+    old, new = _flat(then), _flat(record)
+    missing = "unset"
+
+    def name(key: str) -> str:
+        return section + key[len("train") :] if key.startswith("train.") else key
+
+    def show(v) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 40 else text[:12] + "..."
+
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing))
+    diffs = [f"{name(k)}={show(old.get(k, missing))} (now {show(new.get(k, missing))})" for k in keys]
+    return diffs[:shown] + ([f"{len(diffs) - shown} more"] if len(diffs) > shown else [])
+
+
+def _save_checkpoint(
+    accelerator, model, tokenizer, run_dir: Path, step: int, keep: int, record: dict | None = None
+) -> None:
     _check_finite(model, step, run_dir)
     final = run_dir / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(f".{final.name}.tmp")
@@ -618,7 +793,8 @@ def _save_checkpoint(accelerator, model, tokenizer, run_dir: Path, step: int, ke
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save_model(model, tokenizer, tmp / "model")
-        write_json(tmp / "trainer.json", {"step": step})
+        # last, over every file the ranks wrote: a resume can tell this checkpoint from a damaged one
+        write_json(tmp / CKPT_RECORD, {"step": step, "config": record, "sha256": _file_hashes(tmp)})
         tmp.rename(final)
         for old in _checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old)
