@@ -6,12 +6,12 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from biolab.cli import hydra_main
+from biolab.cli import config_groups, hydra_main
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root
 from biolab.pipeline.manifest import claim_runs
-from biolab.pipeline.plan import check_run_names, plan_runs, run_overrides, sweep_variants
-from biolab.pipeline.runner import run_experiment
+from biolab.pipeline.plan import check_run_names, plan_runs, preset_names, run_overrides, sweep_variants
+from biolab.pipeline.runner import check_jobs, run_experiment
 from biolab.report.write import write_report
 
 
@@ -38,17 +38,20 @@ def main(cfg) -> None:
     task = list(HydraConfig.get().overrides.task)
     overrides = [o for o in task if not o.startswith(("data=", "probe="))]
     chosen = HydraConfig.get().runtime.choices["data"]
+    check_jobs(cfg.jobs)
+    groups = config_groups()
     # data=X on the command line (a sweep over data=a,b) wins over the experiment's list.
     explicit = any(o.startswith("data=") for o in task)
-    datasets = [chosen] if explicit or not cfg.datasets else list(cfg.datasets)
+    datasets = [chosen] if explicit or not cfg.datasets else preset_names(_plain(cfg.datasets), "datasets",
+                                                                          groups["data"])  # fmt: skip
     if not datasets:
         raise ConfigError("datasets is empty")
+    variants = sweep_variants(_plain(cfg.people), _plain(cfg.models), _plain(cfg.exposures))
     probes = {}
-    for name in cfg.probes:
+    for name in preset_names(_plain(cfg.probes), "probes", groups["probe"]):
         probes[name] = _compose(overrides, [f"probe={name}"])["probe"]
     named = run_overrides(task)
     runs = []
-    variants = sweep_variants(_plain(cfg.people), _plain(cfg.models), _plain(cfg.exposures))
     for name in datasets:
         for variant, extra in variants:
             runs += plan_runs(_compose(overrides, [f"data={name}", *extra]), probes, named, variant)

@@ -3,8 +3,15 @@ One stage never breaks the report; logging keys never rename a run; workers die 
 a killed run's leftovers are cleaned safely; files keep the user's umask; bad sweep values stop early."""
 
 import json
+import re
 import shutil
 
+import pytest
+from test_scripts import run_all
+
+from biolab.errors import ConfigError
+from biolab.pipeline.plan import preset_names, sweep_variants
+from biolab.pipeline.runner import check_jobs, run_experiment
 from biolab.report.capacity import model_table, peak_table
 from biolab.report.write import build_report
 
@@ -78,3 +85,47 @@ def test_a_run_whose_files_have_an_odd_shape_is_a_note(fake_root):
     assert any("its numbers could not be read: missing (AttributeError" in n for n in report.notes)
     assert "## Experiment `demo`" in md.read_text()
     shutil.rmtree(fake_root / "report")
+
+
+# --- case 6: bad sweep values, jobs and datasets refused in one line before any work ---
+
+
+@pytest.mark.parametrize("people, exposures, match", [
+    ([0], None, "people must list integers >= 1, got 0"),
+    (None, [0], "exposures must list integers >= 1, got 0"),
+    ([-5], None, "people must list integers >= 1, got -5"),
+    ([100, 1.5], None, "people must list integers >= 1, got 1.5"),
+    (None, [True], "exposures must list integers >= 1, got True"),
+])  # fmt: skip
+def test_sweep_lists_hold_only_positive_integers(people, exposures, match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        sweep_variants(people, None, exposures)
+
+
+@pytest.mark.parametrize("jobs", [0, -3, 1.5, True, "2"])
+def test_jobs_is_a_positive_integer(jobs, tmp_path):
+    with pytest.raises(ConfigError, match="jobs must be an integer >= 1"):
+        check_jobs(jobs)
+    with pytest.raises(ConfigError, match="jobs must be an integer >= 1"):
+        run_experiment([], tmp_path / "root", jobs=jobs)
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_single_preset_name_is_a_one_item_list():
+    assert preset_names("bioS_single", "datasets", ["bioS_single", "bioS_multi5"]) == ["bioS_single"]
+    with pytest.raises(ConfigError, match="datasets: unknown preset 'b'; choose from: bioS_single"):
+        preset_names(["b"], "datasets", ["bioS_single"])
+    with pytest.raises(ConfigError, match="datasets must be a preset name or a list of them"):
+        preset_names({"a": 1}, "datasets", ["bioS_single"])
+
+
+@pytest.mark.slow
+def test_run_py_refuses_bad_values_in_one_line_before_any_work(tmp_path):
+    bad = {"people=[0]": "people must list", "exposures=[0]": "exposures must list", "jobs=0": "jobs must be",
+           "jobs=-3": "jobs must be", "datasets=[nope]": "datasets: unknown preset 'nope'"}  # fmt: skip
+    roots = [tmp_path / str(i) for i in range(len(bad))]
+    calls = [(["run.py", arg, "qa_eval=none", "probes=[]", f"root={root}"], tmp_path)
+             for arg, root in zip(bad, roots, strict=True)]  # fmt: skip
+    for (arg, want), root, r in zip(bad.items(), roots, run_all(calls), strict=True):
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {want}"), (arg, r.stderr[-500:])
+        assert r.stderr.count("\n") == 1 and not root.exists()

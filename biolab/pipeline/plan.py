@@ -353,6 +353,10 @@ def sweep_variants(
     ):
         if value is not None and (not isinstance(value, kind) or not value):
             raise ConfigError(f"{key} must be null or a non-empty {kind.__name__}, got {value!r}")
+        # 0 once passed as "unset" (a falsy value named no variant): every listed value must be a size
+        bad = [v for v in value if not is_count(v)] if kind is list and value else []
+        if bad:
+            raise ConfigError(f"{key} must list integers >= 1, got {bad[0]!r} in {value}")
     if not models:
         model_items: list = [(None, {})]
     else:
@@ -364,12 +368,31 @@ def sweep_variants(
     for n in people or [None]:
         for model, keys in model_items:
             for e in exposures or [None]:
-                name = [*([f"N{n}"] if n else []), *([model] if model else []), *([f"e{e}"] if e else [])]
-                over = [*([f"data.n_people={n}"] if n else []), *([f"train.exposures={e}"] if e else []),
+                name = [*([f"N{n}"] if n is not None else []), *([model] if model else []),
+                        *([f"e{e}"] if e is not None else [])]  # fmt: skip
+                over = [*([f"data.n_people={n}"] if n is not None else []),
+                        *([f"train.exposures={e}"] if e is not None else []),
                         *([f"model.name={model}"] if model else []),
                         *(f"++model.{k}={'null' if v is None else v}" for k, v in keys.items())]  # fmt: skip
                 out.append(("__".join(name) or None, over))
     return out
+
+
+def is_count(v) -> bool:
+    """An integer >= 1 (not a bool, which Python counts as an int)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def preset_names(value, key: str, options: list[str]) -> list[str]:
+    """A list of preset names (``datasets``, ``probes``), one name taken as a one-item list; an unknown
+    name is refused here, in one line, rather than by Hydra's composition of it."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{key} must be a preset name or a list of them, got {value!r}")
+    unknown = [n for n in names if n not in options]
+    if unknown:
+        raise ConfigError(f"{key}: unknown preset {unknown[0]!r}; choose from: {', '.join(options)}")
+    return names
 
 
 def with_inputs(stages: list[Stage]) -> list[Stage]:

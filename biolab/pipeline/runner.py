@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 from biolab.console import Board, reporting
+from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root, ensure
 from biolab.pipeline.manifest import write_manifest
 from biolab.pipeline.plan import validate_plan
@@ -85,6 +86,13 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
     return [f.result() for f in futures]
 
 
+def check_jobs(jobs) -> int:
+    """``jobs`` as a count of processes: 0 or a negative number once ran in one process silently."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1 (processes building runs at once), got {jobs!r}")
+    return jobs
+
+
 def run_experiment(
     runs: list[dict], root: str | Path, progress: bool = True, log=None, jobs: int = 1, strict: bool = False,
     verbose: bool = False,
@@ -97,6 +105,7 @@ def run_experiment(
     running run, live on a terminal, plain every tenth of a stage or 30 s elsewhere. ``log`` takes
     the messages (default: printed). ``verbose``: the builds' output (library banners, warnings)
     comes to the console, not to each stage's log.txt, and the lines are plain."""
+    check_jobs(jobs)
     root = check_root(root)
     validate_plan(runs)
     parallel = jobs > 1 and len(runs) > 1
