@@ -7,10 +7,14 @@ import re
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 from test_scripts import run_all
 
+from biolab.cli import compose
 from biolab.errors import ConfigError
-from biolab.pipeline.plan import preset_names, sweep_variants
+from biolab.pipeline.cache import is_volatile
+from biolab.pipeline.manifest import load_runs
+from biolab.pipeline.plan import plan_runs, preset_names, run_name, run_overrides, sweep_variants
 from biolab.pipeline.runner import check_jobs, run_experiment
 from biolab.report.capacity import model_table, peak_table
 from biolab.report.write import build_report
@@ -129,3 +133,31 @@ def test_run_py_refuses_bad_values_in_one_line_before_any_work(tmp_path):
     for (arg, want), root, r in zip(bad.items(), roots, run_all(calls), strict=True):
         assert r.returncode == 2 and r.stderr.startswith(f"error: {want}"), (arg, r.stderr[-500:])
         assert r.stderr.count("\n") == 1 and not root.exists()
+
+
+# --- case 2: same run, two names ---
+
+LOGGING = ["train.wandb=disabled", "finetune.train.wandb=disabled", "train.log_every=5", "progress=false",
+           "+finetune.train.keep_ckpts=3"]  # fmt: skip
+
+
+def test_logging_keys_name_no_run_and_change_no_stage():
+    assert run_overrides([*LOGGING, "finetune.train.lr=1e-3"]) == ["finetune.train.lr=0.001"]
+    assert run_name("bioS_single", run_overrides(LOGGING)) == "bioS_single"
+    plain = plan_runs(OmegaConf.to_container(compose("run", ["qa_eval=direct"]), resolve=True))
+    logged = OmegaConf.to_container(compose("run", ["qa_eval=direct", *LOGGING[:3]]), resolve=True)
+    assert plan_runs(logged, named=run_overrides(LOGGING))[0]["stages"] == plain[0]["stages"]
+    assert all(is_volatile(o.lstrip("+").split("=")[0]) for o in LOGGING)
+
+
+def test_a_run_filed_under_an_older_name_with_logging_keys_is_listed_once(fake_root):
+    folder = fake_root / "runs" / "demo"
+    m = json.loads((folder / "bioS_single.json").read_text())
+    (folder / "bioS_single.json").write_text(json.dumps({**m, "overrides": []}))
+    old = {**m, "run": "bioS_single__train.wandb=disabled", "overrides": ["train.wandb=disabled"]}
+    (folder / f"{old['run']}.json").write_text(json.dumps(old))
+    other = {**m, "run": "bioS_single__paper.qa=x", "overrides": ["paper.qa=x"]}  # another run: kept
+    (folder / f"{other['run']}.json").write_text(json.dumps(other))
+    names = [r.name for r in load_runs(fake_root)]
+    assert names.count("bioS_single") == 1 and "bioS_single__train.wandb=disabled" not in names
+    assert "bioS_single__paper.qa=x" in names and (folder / f"{old['run']}.json").is_file()

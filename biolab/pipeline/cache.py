@@ -34,10 +34,18 @@ from biolab.io import atomic_write_text, check_writable
 from biolab.pipeline.fingerprint import damage, fingerprint
 from biolab.status import read_status, update_status, write_status
 
-# Keys that change logging or bookkeeping, never the artifact: left out of the hash so that e.g.
-# turning wandb on does not retrain a model.
+# Keys that change logging or bookkeeping, never the artifact, matched by a key's last part at any depth
+# (train.wandb, finetune.train.wandb): left out of the stage hash, so that turning wandb on does not
+# retrain a model, and of run names and manifests (biolab.pipeline.plan.run_overrides), so that one run
+# keeps one name whatever it logs. Adding or removing one changes the hash of every stage whose config
+# holds it: the finished stages of existing roots would no longer be found.
 VOLATILE = {"wandb", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "progress"}
 MIN_FREE_BYTES = 200 * 2**20
+
+
+def is_volatile(key: str) -> bool:
+    """Whether a dotted config key (``finetune.train.wandb``) is one of VOLATILE's."""
+    return key.rsplit(".", 1)[-1] in VOLATILE
 
 
 def no_check(config: dict) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from biolab.errors import ConfigError, ReportError
 from biolab.io import write_json
+from biolab.pipeline.cache import is_volatile
 
 MANIFESTS = "runs"
 CLAIMS = ".claims"  # ROOT/runs/<experiment>/.claims/<run>: runs being built (the report reads *.json only)
@@ -117,7 +118,28 @@ def load_runs(root: str | Path, experiments: str | list[str] | None = None) -> l
                 f"{path}: experiment {manifest['experiment']!r} filed under {path.parent.name}/"
             )
         runs.append(Run(Path(root), path, manifest))
-    return runs
+    return drop_renamed(runs)
+
+
+def drop_renamed(runs: list[Run]) -> list[Run]:
+    """Each run once: a manifest filed before run names left the logging keys out
+    (``bioS_single__train.wandb=disabled`` beside ``bioS_single``, the same stages) is the same run
+    under an older name; the shortest name is kept, in the given order. No file is removed."""
+    kept: dict = {}
+    for run in sorted(runs, key=lambda r: (len(r.name), r.name)):
+        kept.setdefault(_identity(run), run)
+    chosen = {id(r) for r in kept.values()}
+    return [r for r in runs if id(r) in chosen]
+
+
+def _identity(run: Run):
+    """What makes a run itself: its experiment, its stages and the overrides that are not logging keys
+    (the manifest itself where it recorded no overrides)."""
+    overrides = run.manifest.get("overrides")
+    if not isinstance(overrides, list):
+        return id(run)
+    named = [o for o in overrides if not is_volatile(str(o).split("=", 1)[0].lstrip("+~"))]
+    return run.experiment, json.dumps(run.manifest["stages"], sort_keys=True), tuple(map(str, named))
 
 
 def stage_dir(run: Run, rel: str) -> Path:

@@ -35,7 +35,7 @@ from biolab.eval.memorization import MemorizationConfig
 from biolab.eval.qa import EvalConfig
 from biolab.model import MASKED_LM_ARCHS
 from biolab.paper import PaperConfig
-from biolab.pipeline.cache import Stage
+from biolab.pipeline.cache import Stage, is_volatile
 from biolab.pipeline.kinds import (
     CAPACITY,
     CORPUS,
@@ -63,8 +63,9 @@ TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: no
 # Command-line keys that choose which runs, where or how they are built, not what a run is: left out
 # of run names and of the manifests' ``overrides`` (scale has its own manifest field; probe= is
 # replaced by each preset of ``probes``; replace_runs and strict say how to build, not what; people,
-# models and exposures are swept into each run's variant, see ``sweep_variants``).
-UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "progress", "report", "probe",
+# models and exposures are swept into each run's variant, see ``sweep_variants``). Logging keys at any
+# depth (progress, train.wandb) are left out too: biolab.pipeline.cache.VOLATILE.
+UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "report", "probe",
            "replace_runs", "strict", "verbose", "people", "models", "exposures")  # fmt: skip
 NAME_LIMIT = 120  # a longer run name is cut and ends in a hash: file names stop at 255 bytes
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")  # what a run name (a file name) does not hold
@@ -196,11 +197,13 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
 
 
 def run_overrides(overrides: list[str]) -> list[str]:
-    """The command-line overrides a run is named by and its manifest records: all but UNNAMED and
-    Hydra's own, each as Hydra writes a sweep job's (``lr=1e-3`` typed and ``lr=0.001`` from a
-    sweep agree), sorted so the order they were typed in does not matter."""
+    """The command-line overrides a run is named by and its manifest records: all but UNNAMED, the
+    logging keys (VOLATILE: train.wandb=disabled names no other run) and Hydra's own, each as Hydra
+    writes a sweep job's (``lr=1e-3`` typed and ``lr=0.001`` from a sweep agree), sorted so the order
+    they were typed in does not matter."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    kept = [o for o in parsed if o.key_or_group not in UNNAMED and not o.is_hydra_override()]
+    kept = [o for o in parsed if o.key_or_group not in UNNAMED and not o.is_hydra_override()
+            and not is_volatile(o.key_or_group)]  # fmt: skip
     return sorted(_canonical(o) for o in kept)
 
 
