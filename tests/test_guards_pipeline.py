@@ -3,8 +3,14 @@ One stage never breaks the report; logging keys never rename a run; workers die 
 a killed run's leftovers are cleaned safely; files keep the user's umask; bad sweep values stop early."""
 
 import json
+import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -12,7 +18,9 @@ from test_scripts import run_all
 
 from biolab.cli import compose
 from biolab.errors import ConfigError
-from biolab.pipeline.cache import is_volatile
+from biolab.io import atomic_dir, atomic_write_text, clean_leftovers
+from biolab.pipeline.cache import Stage, ensure, is_volatile
+from biolab.pipeline.kinds import DATA
 from biolab.pipeline.manifest import load_runs
 from biolab.pipeline.plan import plan_runs, preset_names, run_name, run_overrides, sweep_variants
 from biolab.pipeline.runner import check_jobs, run_experiment
@@ -161,3 +169,101 @@ def test_a_run_filed_under_an_older_name_with_logging_keys_is_listed_once(fake_r
     names = [r.name for r in load_runs(fake_root)]
     assert names.count("bioS_single") == 1 and "bioS_single__train.wandb=disabled" not in names
     assert "bioS_single__paper.qa=x" in names and (folder / f"{old['run']}.json").is_file()
+
+
+# --- case 5: atomic writes keep the user's umask ---
+
+
+@pytest.fixture
+def umask():
+    def set_mask(mask):
+        os.umask(mask)
+
+    old = os.umask(0o022)
+    yield set_mask
+    os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_atomic_writes_get_the_mode_open_and_mkdir_give(tmp_path, umask, mask):
+    umask(mask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "b.txt").write_text("y")
+    (tmp_path / "sibling.txt").write_text("z")
+    assert mode(tmp_path / "a.txt") == mode(tmp_path / "sibling.txt") == 0o666 & ~mask
+    assert mode(tmp_path / "out") == 0o777 & ~mask
+
+
+def test_a_stage_folder_and_the_report_are_readable_to_the_group(tmp_path, umask, fake_root):
+    umask(0o022)
+    stage = data_stage(lambda cfg, inputs, out, progress, context: fill(out, DATA.outputs))
+    path = ensure(stage, tmp_path, lambda m: None)
+    assert {mode(path / n) for n in ("status.json", "config.yaml", *DATA.outputs)} == {0o644}
+    md, _ = build_report(fake_root)
+    assert mode(md) == 0o644 and mode(md.parent) == 0o755
+
+
+def fill(out, names):
+    out.mkdir()
+    for name in names:
+        (out / name).write_text("x")
+
+
+def data_stage(build):
+    return Stage(replace(DATA, build=build), {"name": "d", "n_people": 10})
+
+
+# --- case 4: leftovers of killed runs are cleaned by the next run, never a live writer's ---
+
+HOLD = """
+import sys, time
+from biolab.io import atomic_dir
+with atomic_dir(sys.argv[1]) as tmp:
+    (tmp / "half.txt").write_text("x")
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_atomic_dir_is_cleaned_by_the_next_and_a_live_one_left(tmp_path):
+    out = tmp_path / "report"
+    writer = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(writer.stdout.readline().strip())
+        assert live.name.startswith(".report.tmp-") and live.is_dir()
+        assert clean_leftovers(out) == [] and live.is_dir()  # its writer is alive: left alone
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    (tmp_path / ".report.tmp-k2j3h_x8").mkdir()  # left by a killed run of the code before locks
+    with atomic_dir(out) as tmp:
+        (tmp / "report.md").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_an_out_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
+    out = tmp_path / "data"
+    aside = tmp_path / ".data.old-abc123" / "data"
+    aside.mkdir(parents=True)
+    (aside / "people.jsonl").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty; pass overwrite=true"):
+        with atomic_dir(out):
+            pass
+    assert (out / "people.jsonl").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_a_stage_cleans_what_a_killed_build_left_in_its_folder(tmp_path):
+    stage = data_stage(lambda cfg, inputs, out, progress, context: fill(out, DATA.outputs))
+    path = stage.path(tmp_path)
+    (path / ".partial-abc123" / "out").mkdir(parents=True)
+    (path / ".status.json.3f2a.tmp").write_text("{")
+    ensure(stage, tmp_path, lambda m: None)
+    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]
+    (path / ".partial-def456").mkdir()
+    ensure(stage, tmp_path, lambda m: None)  # reused: cleaned all the same
+    assert not (path / ".partial-def456").exists()

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ import yaml
 
 from biolab.console import LOG_NAME, captured_output, duration, report
 from biolab.errors import BiolabError, ConfigError
-from biolab.io import atomic_write_text, check_writable
+from biolab.io import atomic_write_text, check_writable, new_dir
 from biolab.pipeline.fingerprint import damage, fingerprint
 from biolab.status import read_status, update_status, write_status
 
@@ -41,6 +40,7 @@ from biolab.status import read_status, update_status, write_status
 # holds it: the finished stages of existing roots would no longer be found.
 VOLATILE = {"wandb", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "progress"}
 MIN_FREE_BYTES = 200 * 2**20
+PARTIAL = ".partial-"  # a non-resumable build's temp folder inside its stage folder
 
 
 def is_volatile(key: str) -> bool:
@@ -134,6 +134,25 @@ def stage_state(stage: Stage, root: str | Path) -> tuple[str, str]:
     return ("damaged", problem) if problem else ("complete", "")
 
 
+def clean_stage(path: Path) -> list[Path]:
+    """Remove what a killed build left in its stage folder: temp build folders (``.partial-*``) and
+    half-written files of atomic_write_text (``.status.json.<random>.tmp``). Only called under the
+    stage lock: a build holds that lock for as long as it writes here, so whatever is left over when
+    the lock is ours belongs to a dead process (a lock, not a pid: the OS drops it however the holder
+    dies, on any host sharing the root). Returns what it removed."""
+    try:
+        found = [p for p in path.iterdir() if p.name.startswith(PARTIAL) or _half_written(p)]
+    except FileNotFoundError:
+        return []
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return found
+
+
+def _half_written(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
+
+
 def is_complete(stage: Stage, root: str | Path) -> bool:
     return stage_state(stage, root)[0] in ("complete", "unrecorded")
 
@@ -184,6 +203,7 @@ def ensure(
     inputs = {name: ensure(s, root, *args) for name, s in stage.inputs.items()}
     path = stage.path(root)
     with stage_lock(stage, root, log):
+        clean_stage(path)
         state, why = stage_state(stage, root)
         if state == "unrecorded":  # built before fingerprints: trust it once, check it from now on
             update_status(path, outputs=fingerprint(path, stage.spec.outputs))
@@ -235,7 +255,7 @@ def _run_build(stage: Stage, path: Path, inputs: dict, progress: bool, context: 
     """The kind's build: in the stage folder (resumable), or in a temp folder moved in when done."""
     if stage.spec.resumable:
         return stage.spec.build(stage.config, inputs, path, progress, context)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=path))
+    tmp = new_dir(path, PARTIAL)
     try:
         fields = stage.spec.build(stage.config, inputs, tmp / "out", progress, context)
         for item in (tmp / "out").iterdir():
