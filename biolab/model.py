@@ -241,19 +241,44 @@ def model_summary(model: PreTrainedModel) -> str:
 def load_pretrained(path: str | Path) -> PreTrainedModel:
     """A pretrained model folder in float32, to train further (finetuning starts here)."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"pretrained={path} is not a model folder (no config.json)")
+    if model_type(path) is None:
+        raise not_a_model(path, "pretrained")
     return _auto_for(path).from_pretrained(str(path), dtype=torch.float32)
+
+
+def model_type(path: Path) -> str | None:
+    """The transformers model_type of a saved model folder; None for a folder without one (a
+    training run's own config.json has none)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """A folder ``load_model`` takes: a transformers model or a peft adapter."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() or model_type(path) is not None
+
+
+def not_a_model(path: Path, key: str) -> ConfigError:
+    """The one-line error for ``key=path`` that is no model folder; a run folder (RUN instead of
+    RUN/model, an easy slip) gets its model folder suggested."""
+    hint = f"; pass {key}={path / 'model'}" if is_model_folder(path / "model") else ""
+    found = "a config.json without model_type" if (path / "config.json").is_file() else "no config.json"
+    found = found if path.exists() else "it does not exist"
+    return ConfigError(f"{key}={path} is not a model folder ({found}){hint}")
 
 
 def _auto_for(path: Path):
     """The Auto class for a saved model folder, from its config.json's model_type."""
-    model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    return AutoModelForMaskedLM if model_type in MASKED_LM_ARCHS else AutoModelForCausalLM
+    return AutoModelForMaskedLM if model_type(path) in MASKED_LM_ARCHS else AutoModelForCausalLM
 
 
-def load_model(path: str | Path):
-    """(model in eval mode, tokenizer) from a model folder or a peft adapter folder (merged for speed)."""
+def load_model(path: str | Path, key: str = "model_dir"):
+    """(model in eval mode, tokenizer) from a model folder or a peft adapter folder (merged for speed);
+    ``key`` names ``path`` in the error for a folder that is neither."""
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -271,10 +296,10 @@ def load_model(path: str | Path):
             head.weight = torch.nn.Parameter(head.weight.detach().clone())
             base.config.tie_word_embeddings = False
         model = peft_model.merge_and_unload()
-    elif (path / "config.json").is_file():
+    elif model_type(path) is not None:
         model = _auto_for(path).from_pretrained(str(path))
     else:
-        raise ConfigError(f"{path} is neither a model folder nor a peft adapter folder")
+        raise not_a_model(path, key)
     return model.float().eval(), AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 

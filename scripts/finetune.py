@@ -9,10 +9,20 @@ from biolab.cli import hydra_main
 from biolab.data.dataset import read_meta
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
-from biolab.eval.qa import evaluate_qa
+from biolab.eval.qa import EvalConfig, check_qa_dataset, evaluate_qa, metrics_table
 from biolab.io import write_json
-from biolab.model import load_model, load_pretrained
-from biolab.train.finetune import expand_grid, finetune, finetune_configs
+from biolab.model import is_masked_lm, load_model, load_pretrained
+from biolab.status import read_status
+from biolab.train.finetune import (
+    check_apart,
+    check_grid,
+    config_changes,
+    expand_grid,
+    finetune,
+    finetune_configs,
+    finetune_run_config,
+    model_digest,
+)
 from biolab.train.pretrain import check_run_dir
 
 GRID_ENTRIES = ("corpus", "grid", "grid.json")  # what a grid's out holds besides its runs
@@ -27,39 +37,44 @@ def main(cfg) -> None:
         'grid={finetune.train.lr: [1e-3, 3e-4]}'
     FT/model is the peft adapter (LoRA) or the model (full); FT/eval holds predictions.jsonl and
     metrics.json. With a grid, each combination runs in FT/grid/<name> and FT/grid.json names the best
-    by P_test mean accuracy (as the paper reports its best run).
+    by P_test mean accuracy (as the paper reports its best run). Re-running the same command resumes:
+    an unfinished training continues from its last checkpoint, a missing or killed evaluation is
+    redone, and a run trained and evaluated as asked is reused; overwrite=true trains again.
     """
     for key in ("pretrained", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key}=... is required")
-    out = Path(cfg.out)
+    out, pretrained = Path(cfg.out), Path(cfg.pretrained)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
+    eval_cfg = EvalConfig.from_dict(OmegaConf.to_container(cfg.eval, resolve=True))
+    grid = check_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid is not None else None,
+                      OmegaConf.to_container(cfg.finetune, resolve=True))  # fmt: skip
     runs = []  # every combination is checked before any training starts
-    for name, overrides in expand_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid else {}):
+    for name, overrides in expand_grid(grid):
         c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         ft, tr = finetune_configs(OmegaConf.to_container(c.finetune, resolve=True))
         runs.append((name, overrides, ft, tr))
-    check_out(out, [name for name, *_ in runs], cfg.overwrite)
-    pretrained = Path(cfg.pretrained)
-    load_pretrained(pretrained)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
-    read_meta(data_dir)
-    run_corpus = pretrained.parent / "corpus"
-    same_data = (run_corpus / "meta.json").is_file() and (
-        Path(Corpus(run_corpus).meta["data_dir"]) == data_dir.resolve()
-    )
-    if same_data:
-        corpus = Corpus(run_corpus)
-    else:  # tokenize the dataset with the pretrained model's own tokenizer
-        corpus = Corpus(prepare_corpus(out, data_dir=data_dir, tokenizer_path=pretrained))
+    check_apart(out, pretrained=pretrained, data_dir=data_dir)
+    check_out(out, runs, cfg.overwrite, pretrained)
+    if is_masked_lm(load_pretrained(pretrained)) and eval_cfg.num_beams != 1:
+        raise ConfigError("a masked LM fills its answer's masks at once: use eval.num_beams=1")
+    check_qa_dataset(read_meta(data_dir), data_dir)
+    corpus = None
     results = {}
     for name, overrides, ft, tr in runs:
-        run = out if len(runs) == 1 else out / "grid" / name
-        finetune(run, pretrained, corpus, ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
-        model, tokenizer = load_model(run / "model")
-        metrics = evaluate_qa(
-            model, tokenizer, data_dir, run / "eval", max_people=cfg.eval.max_people,
-            batch_size=cfg.eval.batch_size, num_beams=cfg.eval.num_beams, progress=cfg.progress,
-        )  # fmt: skip
+        run = run_dir(out, name, len(runs))
+        trained = cfg.overwrite or (read_status(run) or {}).get("status") != "done"
+        if trained:
+            corpus = finetune_corpus(out, pretrained, data_dir) if corpus is None else corpus
+            finetune(run, pretrained, corpus, ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
+        metrics = None if trained else reusable_eval(run, data_dir, eval_cfg)
+        if metrics is None:
+            model, tokenizer = load_model(run / "model")
+            metrics = evaluate_qa(
+                model, tokenizer, data_dir, run / "eval", max_people=eval_cfg.max_people,
+                batch_size=eval_cfg.batch_size, num_beams=eval_cfg.num_beams, progress=cfg.progress,
+                extra={"model_sha256": model_digest(run / "model")},
+            )  # fmt: skip
         test_mean = metrics["splits"]["test"]["exact_match"]["mean"]
         results[name] = {"overrides": overrides, "test_mean": test_mean}
     if len(runs) > 1:
@@ -70,14 +85,55 @@ def main(cfg) -> None:
         print(json.dumps({"best": best, **results[best]}))
 
 
-def check_out(out: Path, names: list[str], overwrite: bool) -> None:
-    """Before any work: ``out`` is writable and is this script's (one run, or a grid of runs)."""
-    if len(names) == 1:
-        check_run_dir(out, overwrite)
-        return
-    check_run_dir(out, overwrite, prepared=GRID_ENTRIES)
-    for name in names:
-        check_run_dir(out / "grid" / name, overwrite)
+def run_dir(out: Path, name: str, n_runs: int) -> Path:
+    return out if n_runs == 1 else out / "grid" / name
+
+
+def check_out(out: Path, runs: list[tuple], overwrite: bool, pretrained: Path) -> None:
+    """Before any work: ``out`` is writable and is this script's (one run, or a grid of runs); a
+    finished run to be reused was trained as asked."""
+    if len(runs) > 1:
+        finetune_run_config(out)
+        check_run_dir(out, overwrite, prepared=GRID_ENTRIES)
+    for name, _, ft, tr in runs:
+        run = run_dir(out, name, len(runs))
+        config = finetune_run_config(run)
+        check_run_dir(run, overwrite=True)  # a finished run is resumed (reused), not refused
+        if overwrite or config is None or (read_status(run) or {}).get("status") != "done":
+            continue
+        changed = config_changes(config, ft, tr, pretrained)
+        if changed:
+            raise ConfigError(
+                f"{run} holds a finished run trained with other {', '.join(changed)}; pass overwrite=true "
+                "to train it again, or use a new out"
+            )
+
+
+def finetune_corpus(out: Path, pretrained: Path, data_dir: Path) -> Corpus:
+    """The pretraining run's own corpus when it tokenized ``data_dir``; else ``data_dir`` tokenized
+    with the pretrained model's tokenizer into ``out/corpus``."""
+    run_corpus = pretrained.parent / "corpus"
+    if (run_corpus / "meta.json").is_file():
+        corpus = Corpus(run_corpus)
+        if Path(corpus.meta["data_dir"]) == data_dir.resolve():
+            return corpus
+    return Corpus(prepare_corpus(out, data_dir=data_dir, tokenizer_path=pretrained))
+
+
+def reusable_eval(run: Path, data_dir: Path, eval_cfg: EvalConfig) -> dict | None:
+    """``run``'s eval/metrics.json when it scores this run's model on ``data_dir`` as ``eval_cfg``
+    asks (printed, as a rerun's answer); None when it is missing, killed or of another evaluation."""
+    try:
+        metrics = json.loads((run / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    asked = {"data_dir": str(data_dir.resolve()), "num_beams": eval_cfg.num_beams,
+             "max_people": eval_cfg.max_people, "model_sha256": model_digest(run / "model")}  # fmt: skip
+    if not isinstance(metrics, dict) or any(metrics.get(k, KeyError) != v for k, v in asked.items()):
+        return None
+    print(f"{run}: trained and evaluated before; its eval/metrics.json (overwrite=true trains it again):")
+    print(metrics_table(metrics))
+    return metrics
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from conftest import unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from biolab.data.dataset import DataConfig, iter_jsonl
+from biolab.cli import compose
+from biolab.data.dataset import DataConfig, iter_jsonl, write_dataset
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig, build_model, load_model
@@ -249,3 +252,180 @@ def test_cli_refuses_an_unusable_out_in_one_line(pretrained, tmp_path, case):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     if case == "not_a_run":
         assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+# scripts/finetune.py run in-process (its undecorated main on a composed config): issue 27's cases
+FT_ARGS = ["finetune.train.steps=2", "finetune.train.batch_size=4", "finetune.train.ckpt_every=0",
+           "finetune.train.wandb=disabled", "finetune.lora_r=2", "finetune.embed_r=8", "eval.max_people=2",
+           "progress=false"]  # fmt: skip
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def ft_script(monkeypatch):
+    """scripts/finetune.py with its trainings and evaluations counted: ``calls(*overrides)`` runs it."""
+    module = load_script("finetune")
+    counts = {"finetune": 0, "evaluate_qa": 0}
+    for name in counts:
+        real = getattr(module, name)
+
+        def counted(*a, real=real, name=name, **kw):
+            counts[name] += 1
+            return real(*a, **kw)
+
+        monkeypatch.setattr(module, name, counted)
+
+    def calls(*overrides):
+        before = dict(counts)
+        module.main.__wrapped__(compose("finetune", [*FT_ARGS, *overrides]))
+        return {k: counts[k] - before[k] for k in counts}
+
+    calls.module = module
+    return calls
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def own_run(pretrained, tmp_path):
+    """A copy of the pretraining run, to point a finetune at it (and at its own folders as out)."""
+    root, _ = pretrained
+    return Path(shutil.copytree(root, tmp_path / "pre", ignore=shutil.ignore_patterns("checkpoints")))
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        (".", "out={run} holds pretrained={run}/model, an input of this command"),
+        ("model", "out={run}/model is pretrained={run}/model"),
+        ("model/ft", "out={run}/model/ft is inside pretrained={run}/model"),
+        ("data", "out={run}/data is data_dir={run}/data"),
+    ],
+)
+def test_finetune_never_writes_over_its_own_inputs(ft_script, own_run, out, message):
+    """Issue 27: pretrained=RUN/model out=RUN overwrite=true replaced the base model with the adapter."""
+    before = snapshot(own_run)
+    out = (own_run / out).resolve()
+    with pytest.raises(ConfigError, match=re.escape(message.format(run=own_run))):
+        ft_script(f"pretrained={own_run / 'model'}", f"out={out}", "overwrite=true")
+    assert snapshot(own_run) == before
+
+
+def test_finetune_refuses_another_kind_of_run_as_out(ft_script, pretrained, own_run):
+    root, corpus = pretrained
+    before = snapshot(own_run)
+    message = f"out={own_run} holds a pretraining run (its config.json has no finetune key)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ft_script(f"pretrained={root / 'model'}", f"out={own_run}", "overwrite=true")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ft_script(
+            f"pretrained={root / 'model'}",
+            f"out={own_run}",
+            "overwrite=true",
+            "grid={finetune.lora_r: [2, 4]}",
+        )
+    with pytest.raises(ConfigError, match=re.escape(message)):  # the library call refuses it too
+        finetune(own_run, root / "model", corpus, FinetuneConfig(lora_r=2), ft_train(steps=1), overwrite=True)
+    assert snapshot(own_run) == before
+
+
+def test_a_finetune_killed_in_its_evaluation_only_evaluates_again(
+    ft_script, pretrained, tmp_path, monkeypatch
+):
+    """Issue 27: rerunning after a failed evaluation said "holds a finished run; pass overwrite=true"."""
+    root, _ = pretrained
+    args = [f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}"]
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ft_script.module, "evaluate_qa", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ft_script(*args)
+    trained = snapshot(tmp_path / "ft" / "model")
+    assert ft_script(*args) == {"finetune": 0, "evaluate_qa": 1}
+    assert snapshot(tmp_path / "ft" / "model") == trained
+    assert (tmp_path / "ft" / "eval" / "metrics.json").is_file()
+
+
+def test_a_finished_finetune_is_reused_unless_asked_otherwise(ft_script, pretrained, tmp_path, capsys):
+    root, _ = pretrained
+    args = [f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}"]
+    assert ft_script(*args) == {"finetune": 1, "evaluate_qa": 1}
+    done = snapshot(tmp_path / "ft")
+    capsys.readouterr()
+    assert ft_script(*args, "finetune.train.log_every=5") == {"finetune": 0, "evaluate_qa": 0}
+    assert "trained and evaluated before" in capsys.readouterr().out and snapshot(tmp_path / "ft") == done
+    # another evaluation of the same model; then another training only on request
+    assert ft_script(*args, "eval.max_people=3") == {"finetune": 0, "evaluate_qa": 1}
+    with pytest.raises(
+        ConfigError, match="finished run trained with other finetune.lora_r, finetune.train.lr"
+    ):
+        ft_script(*args, "finetune.lora_r=4", "finetune.train.lr=1e-3")
+    assert ft_script(*args, "finetune.lora_r=4", "overwrite=true") == {"finetune": 1, "evaluate_qa": 1}
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["finetune"]["lora_r"] == 4
+
+
+def test_a_killed_grid_trains_only_what_is_unfinished(ft_script, pretrained, tmp_path, monkeypatch):
+    """Issue 27: a killed grid refused on its finished first point, so it restarted from zero."""
+    root, _ = pretrained
+    args = [f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}", "grid={finetune.lora_r: [2, 4]}"]
+    real = ft_script.module.evaluate_qa
+
+    def killed_on_the_second(model, tokenizer, data_dir, out, *a, **kw):
+        if "lora_r-4" in str(out):
+            raise KeyboardInterrupt
+        return real(model, tokenizer, data_dir, out, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(ft_script.module, "evaluate_qa", killed_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            ft_script(*args)
+    first = snapshot(tmp_path / "ft" / "grid" / "lora_r-2")
+    assert ft_script(*args) == {"finetune": 0, "evaluate_qa": 1}
+    assert snapshot(tmp_path / "ft" / "grid" / "lora_r-2") == first
+    grid = json.loads((tmp_path / "ft" / "grid.json").read_text())
+    assert set(grid["runs"]) == {"lora_r-2", "lora_r-4"}
+    assert ft_script(*args) == {"finetune": 0, "evaluate_qa": 0}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.num_beams=0", "eval.num_beams must be >= 1, got 0"),
+        ("eval.batch_size=0", "eval.batch_size must be >= 1, got 0"),
+        ("eval.max_people=-1", "eval.max_people must be null or >= 1, got -1"),
+        ("grid={finetune.bogus: [1, 2]}", "grid key 'finetune.bogus' is not a finetune key; valid keys:"),
+        ("grid={eval.num_beams: [1, 4]}", "grid key 'eval.num_beams' is not a finetune key"),
+        ("grid=[1,2]", "grid must map finetune keys to lists of values"),
+        ("grid={finetune.lora_r: []}", "grid.finetune.lora_r must list distinct values, at least one"),
+        ("pretrained={root}", "pretrained={root} is not a model folder (a config.json without model_type); "
+                              "pass pretrained={root}/model"),
+    ],
+)  # fmt: skip
+def test_bad_finetune_input_is_refused_before_any_work(ft_script, pretrained, tmp_path, override, message):
+    root, _ = pretrained
+    override, message = (s.replace("{root}", str(root)) for s in (override, message))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ft_script(f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}", override)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_refuses_a_biod_dataset_before_training(ft_script, pretrained, tmp_path):
+    """Issue 27: a bioD data_dir trained, then failed in its evaluation with KeyError: 'birth_date'."""
+    root, _ = pretrained
+    biod = tmp_path / "biod"
+    write_dataset(DataConfig(style="bioD", n_people=6, biod={"K": 2, "C": 2, "D": 4, "L": 1, "T": 4}), biod,
+                  progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match=f"data_dir={biod} is a bioD dataset"):
+        ft_script(f"pretrained={root / 'model'}", f"data_dir={biod}", f"out={tmp_path / 'ft'}")
+    assert not (tmp_path / "ft").exists()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from biolab.config import from_dict
-from biolab.data.dataset import iter_jsonl, read_meta
+from biolab.data.dataset import BIOD, iter_jsonl, read_meta
 from biolab.data.people import ATTRIBUTES, SPLITS
 from biolab.data.qa import format_prompt
 from biolab.errors import ConfigError
@@ -42,8 +42,19 @@ class EvalConfig:
     def validate(self) -> None:
         if self.max_people is not None and self.max_people < 1:
             raise ConfigError(f"eval.max_people must be null or >= 1, got {self.max_people}")
-        if self.batch_size < 1 or self.num_beams < 1:
-            raise ConfigError(f"eval.batch_size and eval.num_beams must be >= 1, got {self}")
+        for key in ("batch_size", "num_beams"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key} must be >= 1, got {getattr(self, key)}")
+
+
+def check_qa_dataset(meta: dict, data_dir: str | Path) -> None:
+    """QA finetuning and evaluation ask the six person attributes; a bioD dataset (Part 3.3) has K
+    attributes of its own and is for capacity only, as run.py has it: refused before any work."""
+    if meta.get("config", {}).get("style") == BIOD:
+        raise ConfigError(
+            f"data_dir={data_dir} is a bioD dataset: it has none of the six QA attributes; bioD is for "
+            "capacity (scripts/capacity.py, or run.py with qa_eval=none probes=[])"
+        )
 
 
 def normalize(answer: str) -> str:
@@ -58,7 +69,7 @@ def is_correct(prediction: str, answer: str) -> bool:
 def qa_items(data_dir: str | Path, splits=SPLITS, max_people: int | None = None) -> list[dict]:
     """QA pairs of the chosen splits, read from the dataset (the split is never recomputed);
     ``max_people`` keeps the first people by id of each split."""
-    read_meta(data_dir)
+    check_qa_dataset(read_meta(data_dir), data_dir)
     items = [q for q in iter_jsonl(Path(data_dir) / "qa.jsonl") if q["split"] in splits]
     if max_people is not None:
         keep = set()
@@ -95,7 +106,7 @@ def majority_baseline(data_dir: str | Path, items: list[dict]) -> dict[str, floa
     return acc
 
 
-def _table(metrics: dict) -> str:
+def metrics_table(metrics: dict) -> str:
     head = f"{'split':<6} {'metric':<12}" + "".join(f"{a[:12]:>13}" for a in [*ATTRIBUTES, "mean"])
     lines = [head]
     for split, m in metrics["splits"].items():
@@ -110,11 +121,12 @@ def _table(metrics: dict) -> str:
 def evaluate_qa(
     model, tokenizer, data_dir: str | Path, out: str | Path | None = None, splits=SPLITS,
     max_people: int | None = None, batch_size: int = 128, num_beams: int = 1, progress: bool = True,
-    show_table: bool = True,
+    show_table: bool = True, extra: dict | None = None,
 ) -> dict:  # fmt: skip
     """Exact match, first-token accuracy and majority baseline per attribute and split (a masked LM
     fills one mask per answer token, ``biolab.eval.fill``, and is right only if all are); writes
-    ``predictions.jsonl`` and ``metrics.json`` into ``out`` and prints a table."""
+    ``predictions.jsonl`` and ``metrics.json`` into ``out`` and prints a table. ``extra`` fields go
+    into metrics.json (e.g. which training the model came from)."""
     items = qa_items(data_dir, splits, max_people)
     if not items:
         raise ConfigError(f"no QA pairs for splits {splits} in {data_dir}")
@@ -129,7 +141,8 @@ def evaluate_qa(
         preds = generate_answers(model, tokenizer, prompts, batch_size, num_beams, new_tokens, progress)
         first = first_token_correct(model, tokenizer, items, batch_size)
     correct = np.array([is_correct(p, q["answer"]) for p, q in zip(preds, items, strict=True)])
-    metrics: dict = {"data_dir": str(Path(data_dir).resolve()), "num_beams": num_beams, "splits": {}}
+    metrics: dict = {"data_dir": str(Path(data_dir).resolve()), "num_beams": num_beams,
+                     "max_people": max_people, **(extra or {}), "splits": {}}  # fmt: skip
     for split in splits:
         sel = [i for i, q in enumerate(items) if q["split"] == split]
         if not sel:
@@ -156,5 +169,5 @@ def evaluate_qa(
         atomic_write_text(out / "predictions.jsonl", "\n".join(rows) + "\n")
         write_json(out / "metrics.json", metrics)
     if show_table:
-        print(_table(metrics))
+        print(metrics_table(metrics))
     return metrics

@@ -9,7 +9,9 @@ pretraining (``biolab.train.pretrain.train``).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +33,12 @@ TARGETS = {
     "modernbert": (["Wqkv"], "tok_embeddings", "blocks"),  # GBERT
 }
 STREAM_QA_FINETUNE = 21
+# Keys that only say how a run is named, logged or checkpointed: a finished run is the same run
+# whatever they are, so a rerun may change them.
+LOGGING_KEYS = {
+    "finetune": ("name",),
+    "train": ("name", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "wandb"),
+}
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,7 @@ def finetune(
     cfg.validate()
     train_cfg.validate()
     check_wandb_meta(wandb_meta)
+    finetune_run_config(run_dir)
     check_run_dir(run_dir, overwrite)
     # Absolute, so the adapter's saved base path is found from wherever the working directory was.
     pretrained = Path(pretrained).resolve()
@@ -209,6 +218,91 @@ def finetune(
         overwrite=overwrite, progress=progress, on_step=on_step, wandb_meta=wandb_meta,
         training_data=corpus_training_data(corpus),
     )  # fmt: skip
+
+
+def finetune_run_config(run_dir: str | Path) -> dict | None:
+    """The config.json of the finetune run in ``run_dir`` (None while it has none). Another kind of
+    run there (a pretraining run has no ``finetune`` key) is refused: an overwrite would replace it."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and "finetune" in config:
+        return config
+    kind = "a pretraining run" if isinstance(config, dict) and "model" in config else "a config.json"
+    raise ConfigError(
+        f"out={run_dir} holds {kind} (its config.json has no finetune key), not a finetune run; use a new out"
+    )
+
+
+def check_apart(out: str | Path, **inputs: str | Path) -> None:
+    """``out`` neither is, holds nor lies inside an input of the same command: out=RUN with
+    pretrained=RUN/model would replace the base model with its own adapter."""
+    here = Path(out).resolve()
+    for key, path in inputs.items():
+        there = Path(path).resolve()
+        relation = "is" if here == there else "holds" if here in there.parents else "is inside"
+        if here == there or here in there.parents or there in here.parents:
+            raise ConfigError(f"out={out} {relation} {key}={path}, an input of this command; use a new out")
+
+
+def config_changes(config: dict, cfg: FinetuneConfig, train_cfg: TrainConfig, pretrained: Path) -> list[str]:
+    """The keys that shape training in which a run's recorded ``config`` (its config.json) differs
+    from these; logging and checkpointing keys may differ."""
+    want = {"finetune": asdict(cfg), "train": asdict(train_cfg)}
+    named = {"finetune": "finetune", "train": "finetune.train"}  # as the command line has them
+    changed = [
+        f"{named[section]}.{k}"
+        for section, values in want.items()
+        for k, v in values.items()
+        if k not in LOGGING_KEYS[section] and (config.get(section) or {}).get(k) != v
+    ]
+    if Path(config.get("pretrained") or "").resolve() != Path(pretrained).resolve():
+        changed.append("pretrained")
+    return changed
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 of a saved model's weights: what an evaluation of it records, so that one of other
+    weights (a retrained run's) is never taken for it."""
+    h = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def check_grid(grid, finetune_cfg: dict) -> dict:
+    """``grid`` checked before any work: a mapping of ``finetune.*`` keys (those of ``finetune_cfg``,
+    the composed finetune section) to non-empty lists of distinct values; None is no grid."""
+    example = "e.g. grid={finetune.lora_r: [4, 8]}"
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"grid must map finetune keys to lists of values ({example}), got {grid!r}")
+    for key, values in grid.items():
+        if not _is_leaf(finetune_cfg, str(key)):
+            valid = [f"finetune.{k}" for k in finetune_cfg if k != "train"] + ["finetune.train.*"]
+            raise ConfigError(f"grid key {key!r} is not a finetune key; valid keys: {', '.join(valid)}")
+        values = values if isinstance(values, list) else [values]
+        if not values or len({str(v) for v in values}) < len(values):
+            raise ConfigError(f"grid.{key} must list distinct values, at least one, got {values}")
+    return grid
+
+
+def _is_leaf(finetune_cfg: dict, key: str) -> bool:
+    """Whether ``key`` (``finetune.lora_r``, ``finetune.train.lr``) names one value of the section."""
+    section, _, rest = key.partition(".")
+    node = {"finetune": finetune_cfg}
+    for part in [section, *rest.split(".")] if rest else ["?"]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, dict)
 
 
 def expand_grid(grid: dict) -> list[tuple[str, list[str]]]:
