@@ -9,8 +9,9 @@ from biolab.cli import hydra_main
 from biolab.data.dataset import verify_dataset
 from biolab.data.people import SPLITS
 from biolab.errors import ConfigError
-from biolab.eval.qa import evaluate_qa
-from biolab.model import check_training_data, load_model
+from biolab.eval.qa import EvalConfig, check_qa_dataset, evaluate_qa
+from biolab.io import check_writable
+from biolab.model import check_training_data, is_model_folder, load_model, not_a_model
 
 
 @hydra_main("evaluate", renamed={"model": "model_dir"})
@@ -26,12 +27,21 @@ def main(cfg) -> None:
             raise ConfigError(f"{key}=... is required")
     if cfg.split not in ("train", "test", "both"):
         raise ConfigError(f"split must be train, test or both, got {cfg.split!r}")
-    warning = check_training_data(cfg.model_dir, verify_dataset(cfg.data_dir), cfg.allow_other_data)
+    try:  # the same checks as a finetune's eval section, whose keys are top-level here
+        EvalConfig.from_dict({k: cfg[k] for k in ("max_people", "batch_size", "num_beams")})
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("eval.", "")) from None
+    model_dir = Path(cfg.model_dir)
+    if not is_model_folder(model_dir):
+        raise not_a_model(model_dir, "model_dir")
+    meta = verify_dataset(cfg.data_dir)
+    check_qa_dataset(meta, cfg.data_dir)
+    out = check_writable(Path(cfg.out) if cfg.out else model_dir.parent / "eval")
+    warning = check_training_data(model_dir, meta, cfg.allow_other_data)
     if warning:
         print(warning, file=sys.stderr)
-    model, tokenizer = load_model(cfg.model_dir)
+    model, tokenizer = load_model(model_dir)
     splits = SPLITS if cfg.split == "both" else (cfg.split,)
-    out = Path(cfg.out) if cfg.out else Path(cfg.model_dir).parent / "eval"
     evaluate_qa(model, tokenizer, cfg.data_dir, out, splits, cfg.max_people, cfg.batch_size, cfg.num_beams)
 
 

@@ -1,15 +1,22 @@
+import importlib.util
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from biolab.cli import compose
 from biolab.data.dataset import DataConfig, iter_jsonl, write_dataset
 from biolab.data.qa import format_prompt
 from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.errors import ConfigError
 from biolab.eval.generate import generate_answers
-from biolab.eval.qa import evaluate_qa, is_correct, majority_baseline, qa_items
+from biolab.eval.qa import EvalConfig, evaluate_qa, is_correct, majority_baseline, qa_items
 from biolab.model import ModelConfig, build_model, load_model
 from biolab.train.pretrain import TrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -94,3 +101,61 @@ def test_majority_baseline_matches_the_papers_company_city(tmp_path):
     assert base["birth_date"] < 0.002 and np.isclose(
         base["mean"], np.mean([base[a] for a in base if a != "mean"])
     )
+
+
+def evaluate_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main.__wrapped__  # undecorated: run in-process on a composed config
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A bioS and a bioD dataset, and a run folder whose model/ is a model (by its config.json
+    alone: each case below must be refused before a model is loaded)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    write_dataset(DataConfig(n_people=4), root / "data", progress=False)
+    biod = DataConfig(style="bioD", n_people=4, biod={"K": 2, "C": 2, "D": 4, "L": 1, "T": 4})
+    write_dataset(biod, root / "biod", progress=False)
+    (root / "run" / "model").mkdir(parents=True)
+    (root / "run" / "config.json").write_text(json.dumps({"train": {}}))  # a training run's own
+    (root / "run" / "model" / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    (root / "file").write_text("")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model_dir={r}/run"], "model_dir={r}/run is not a model folder (a config.json without model_type); "
+                                "pass model_dir={r}/run/model"),
+        (["model_dir={r}/nowhere"], "model_dir={r}/nowhere is not a model folder (it does not exist)"),
+        (["batch_size=0"], "batch_size must be >= 1, got 0"),
+        (["num_beams=0"], "num_beams must be >= 1, got 0"),
+        (["max_people=-1"], "max_people must be null or >= 1, got -1"),
+        (["data_dir={r}/biod"], "data_dir={r}/biod is a bioD dataset: it has none of the six QA attributes"),
+        (["out={r}/file/eval"], "out={r}/file/eval is not writable"),
+    ],
+)  # fmt: skip
+def test_evaluate_refuses_bad_input_before_loading_a_model(folders, args, message):
+    """Issue 27: each of these was a traceback (model_dir=RUN: transformers' "Unrecognized model";
+    bioD: KeyError 'birth_date'; an unwritable out: after all the work) or, max_people=-1, a
+    silent 174 of 180 questions."""
+    defaults = {"model_dir": "{r}/run/model", "data_dir": "{r}/data", "out": "{r}/eval"}
+    given = dict(a.split("=", 1) for a in args)
+    overrides = [f"{k}={v}".replace("{r}", str(folders)) for k, v in {**defaults, **given}.items()]
+    with pytest.raises(ConfigError, match=re.escape(message.replace("{r}", str(folders)))):
+        evaluate_script()(compose("evaluate", overrides))
+    assert not (folders / "eval").exists()
+
+
+def test_qa_evaluation_refuses_a_biod_dataset(folders):
+    with pytest.raises(ConfigError, match="is a bioD dataset"):
+        qa_items(folders / "biod")
+
+
+@pytest.mark.parametrize("key", ["batch_size", "num_beams"])
+def test_eval_config_names_the_bad_key(key):
+    with pytest.raises(ConfigError, match=f"^eval.{key} must be >= 1, got 0$"):
+        EvalConfig.from_dict({key: 0})
