@@ -1,7 +1,7 @@
 """Independently check a dataset folder: python scripts/check_dataset.py DIR [DIR ...]
 
-Re-reads the files and checks spans, names, splits, QA answers, hashes and grammar; exits 1 on
-any problem.
+Re-reads the files and checks spans, names, splits (half each; with an odd count P_test has one
+more), QA answers, hashes and grammar; exits 1 on any problem.
 """
 
 import json

@@ -88,3 +88,27 @@ def test_reverse_check_finds_a_misplaced_name(pools, bioS_templates):
 
 def _shift(spans, d):
     return {k: [v[0] + d, v[1] + d] for k, v in spans.items() if k != "name"}
+
+
+def test_an_odd_population_is_split_with_the_extra_person_in_p_test(tmp_path):
+    """Issue 27: n_people=3 gives 1 train / 2 test, and the check accepted 2 / 1 as well; the rule
+    (half each, P_test the odd one) is now the check's."""
+    out = tmp_path / "d"
+    write_dataset(DataConfig(n_people=3), out, progress=False)
+    problems, stats = check_dataset(out)
+    assert problems == [] and stats["splits"] == {"train": 1, "test": 2}
+    moved = next(p["id"] for p in map(json.loads, (out / "people.jsonl").read_text().splitlines())
+                 if p["split"] == "test")  # fmt: skip
+    meta = json.loads((out / "meta.json").read_text())
+    for name in ("people.jsonl", "qa.jsonl"):  # the person moved to P_train consistently
+        rows = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        for row in rows:
+            if row.get("id", row.get("person_id")) == moved:
+                row["split"] = "train"
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        (out / name).write_bytes(data)
+        meta["sha256"][name] = hashlib.sha256(data).hexdigest()
+    write_json(out / "meta.json", meta)
+    problems, _ = check_dataset(out)
+    assert problems == ["split is not half/half (with odd n, P_test has one more): "
+                        "{'train': 2, 'test': 1}, expected {'train': 1, 'test': 2}"]  # fmt: skip

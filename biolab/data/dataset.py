@@ -93,7 +93,7 @@ class DataConfig:
 
     name: str = "bioS_single"
     style: str = "bioS"
-    n_people: int = 100_000
+    n_people: int = 100_000  # half P_train, half P_test; with an odd count P_test has one more
     seed: int = 0
     multi: int = 1  # M template draws per person (multiM)
     permute: int = 0  # 0: fixed order; P: each draw in P shuffled sentence orders
