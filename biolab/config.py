@@ -14,7 +14,22 @@ _CHECKS = {
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
 }
+
+
+def _type_ok(value, annotation: str) -> bool:
+    """Whether ``value`` fits an annotation string such as ``int``, ``dict | None`` or ``float |
+    list[float]``; an alternative we have no check for (a dataclass, ``Any``) lets any value through,
+    for its own validate() to judge."""
+    for alt in (a.strip() for a in annotation.split("|")):
+        base = alt.split("[")[0]
+        if alt == "None" and value is None:
+            return True
+        if alt != "None" and (base not in _CHECKS or _CHECKS[base](value)):
+            return True
+    return False
 
 
 def from_dict(cls: type[T], d: dict, section: str) -> T:
@@ -28,10 +43,7 @@ def from_dict(cls: type[T], d: dict, section: str) -> T:
         raise ConfigError(f"unknown {section} key(s) {unknown}; valid keys: {', '.join(fields)}")
     for k, v in d.items():
         want = str(fields[k].type)  # e.g. "int", "str | None" (annotations are strings)
-        if v is None and "None" in want:
-            continue
-        check = _CHECKS.get(want.split(" ")[0])
-        if check is not None and not check(v):
+        if not _type_ok(v, want):
             raise ConfigError(f"{section}.{k} must be {want}, got {v!r}")
     obj = cls(**d)
     if hasattr(obj, "validate"):

@@ -89,5 +89,5 @@ def test_a_validated_penalty_keeps_a_real_signal(solver):
 
 @pytest.mark.parametrize("l2", [[], -1.0, [0.1, "big"]])
 def test_bad_penalties_are_refused(l2):
-    with pytest.raises(ValueError, match="probe l2"):
+    with pytest.raises(ValueError, match="probe.linear.l2"):
         LinearProbeConfig(l2=l2)

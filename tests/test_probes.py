@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,71 @@ def test_bad_probe_configs_fail_before_work(run, tmp_path):
     with pytest.raises(ConfigError, match="unknown"):
         ProbeConfig.from_dict({"epochs": 3})
     assert not (tmp_path / "x").exists()
+
+
+def _files(folder):
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["training_run", "user_folder", "unwritable"])
+def test_an_out_that_is_not_a_probe_run_is_refused_before_any_work(run, tmp_path, case):
+    if case == "training_run":  # the pretraining run itself: its config.json and status.json would go
+        out, message = run, "holds another kind of run"
+    elif case == "user_folder":
+        out, message = tmp_path / "mine", "is not empty and holds no probe run ('thesis.tex')"
+        out.mkdir()
+        (out / "thesis.tex").write_text("keep")
+    else:
+        (tmp_path / "file").write_text("")
+        out, message = tmp_path / "file" / "p", "is not writable"
+    before = _files(out.parent if case == "unwritable" else out)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_probe(run / "model", run / "data", fast(controls=[]), out, overwrite=True, plots=False)
+    assert _files(out.parent if case == "unwritable" else out) == before
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_work(run, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="device=cuda: this machine has no CUDA device"):
+        run_probe(run / "model", run / "data", fast(controls=[]), tmp_path / "p", device="cuda")
+    with pytest.raises(ConfigError, match="not a device name"):
+        run_probe(run / "model", run / "data", fast(controls=[]), tmp_path / "p", device="gpu0")
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_biod_dataset_is_refused_before_any_work(run, tmp_path):
+    from biolab.data.dataset import write_dataset
+
+    data = tmp_path / "d"
+    biod = {"K": 2, "C": 2, "D": 16, "L": 1, "T": 32}
+    write_dataset(DataConfig(n_people=20, style="bioD", biod=biod), data, progress=False)
+    with pytest.raises(ConfigError, match="is bioD"):
+        run_probe(run / "model", data, fast(controls=[]), tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"linear": {"solver": "svm"}}, "probe.linear.solver must be logreg, ridge or auto"),
+        ({"linear": {"l2": []}}, "probe.linear.l2 must be a number >= 0 or a non-empty list"),
+        ({"linear": {"val_fraction": 1.5}}, r"probe.linear.val_fraction must be in \(0, 1\)"),
+        ({"linear": {"bogus": 1}}, r"unknown probe.linear key\(s\) \['bogus'\]"),
+        ({"linear": {"epochs": "many"}}, "probe.linear.epochs must be int"),
+        ({"batch_size": 0}, "probe.batch_size must be >= 1"),
+        ({"max_people": 0}, "probe.max_people must be >= 1"),
+    ],
+)
+def test_bad_probe_values_are_one_line_config_errors(change, message):
+    from omegaconf import OmegaConf
+
+    from biolab.cli import compose
+
+    d = OmegaConf.to_container(compose("probe", ["model_dir=m", "data_dir=d", "out=o"]).probe)
+    for key, value in change.items():
+        d[key] = {**d[key], **value} if isinstance(value, dict) else value
+    with pytest.raises(ConfigError, match=message):
+        ProbeConfig.from_dict(d)

@@ -54,3 +54,52 @@ def test_states_are_cached_on_disk_and_keyed_by_their_inputs(model, tmp_path):
     other = build_model(ModelConfig(name="t", n_layer=2, n_head=2, d_model=32, max_positions=64), 50, 0, 1)
     assert model_fingerprint(other) != model_fingerprint(model)
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+
+
+def _cache_once(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return WANT.copy()
+
+    cached_states(tmp_path, "k", compute)
+    return calls, compute
+
+
+WANT = np.arange(4096, dtype=np.float16).reshape(64, 64)
+
+
+def test_flipped_bytes_in_cached_states_are_found_and_computed_again(tmp_path):
+    calls, compute = _cache_once(tmp_path)
+    path = tmp_path / "states-k.npy"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # a value, not the header: numpy alone would load it without complaint
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"states-k\.npy is damaged \(sha256 mismatch\)"):
+        again = cached_states(tmp_path, "k", compute)
+    assert len(calls) == 2 and np.array_equal(again, WANT)
+    assert np.array_equal(cached_states(tmp_path, "k", compute), WANT) and len(calls) == 2
+
+
+def test_a_truncated_states_file_is_computed_again_naming_the_file(tmp_path):
+    calls, compute = _cache_once(tmp_path)
+    path = tmp_path / "states-k.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="states-k.npy is damaged"):
+        assert np.array_equal(cached_states(tmp_path, "k", compute), WANT)
+    assert len(calls) == 2
+
+
+def test_states_cached_before_hashes_are_checked_by_shape_and_size_then_hashed(tmp_path):
+    calls, compute = _cache_once(tmp_path)
+    record = tmp_path / "states-k.json"
+    record.write_text('{"shape": [64, 64]}\n')  # as older biolab wrote it
+    assert np.array_equal(cached_states(tmp_path, "k", compute), WANT) and len(calls) == 1
+    assert "sha256" in record.read_text()
+    record.write_text('{"shape": [64, 64]}\n')
+    path = tmp_path / "states-k.npy"
+    path.write_bytes(path.read_bytes()[:1000])  # the case that failed forever ("mmap length ...")
+    with pytest.warns(UserWarning, match="states-k.npy is damaged"):
+        cached_states(tmp_path, "k", compute)
+    assert len(calls) == 2

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from biolab.config import from_dict
+from biolab.errors import ConfigError
+
 
 @dataclass
 class LinearProbeConfig:
@@ -34,13 +37,30 @@ class LinearProbeConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # Checked on construction (tests and code build it directly), as ConfigError so that a script
+        # prints one line; ``from_dict`` adds the key and type checks of a config section.
         if self.solver not in ("logreg", "ridge", "auto"):
-            raise ValueError(f"probe solver must be logreg, ridge or auto, got {self.solver!r}")
+            raise ConfigError(f"probe.linear.solver must be logreg, ridge or auto, got {self.solver!r}")
         grid = list(self.l2) if isinstance(self.l2, list | tuple) else [self.l2]
         if not grid or any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in grid):
-            raise ValueError(f"probe l2 must be a number >= 0 or a non-empty list of them, got {self.l2!r}")
-        if len(grid) > 1 and not 0 < self.val_fraction < 1:
-            raise ValueError(f"probe val_fraction must be in (0, 1) to choose l2, got {self.val_fraction}")
+            raise ConfigError(
+                f"probe.linear.l2 must be a number >= 0 or a non-empty list of them, got {self.l2!r}"
+            )
+        if not (0 < self.val_fraction < 1 if len(grid) > 1 else 0 <= self.val_fraction < 1):
+            raise ConfigError(
+                f"probe.linear.val_fraction must be in (0, 1) to choose l2, got {self.val_fraction}"
+            )
+        for key in ("epochs", "batch_size", "group_chunk"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"probe.linear.{key} must be >= 1, got {getattr(self, key)}")
+        if self.min_steps < 0:
+            raise ConfigError(f"probe.linear.min_steps must be >= 0, got {self.min_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"probe.linear.lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LinearProbeConfig:
+        return from_dict(cls, d, "probe.linear")
 
     @property
     def l2s(self) -> list[float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,10 +27,11 @@ import numpy as np
 import torch
 
 from biolab.config import from_dict
-from biolab.data.dataset import read_meta
+from biolab.data.dataset import BIOD, read_meta
 from biolab.data.people import ATTRIBUTES
+from biolab.device import pick_device
 from biolab.errors import ConfigError
-from biolab.io import atomic_write_text, write_json
+from biolab.io import atomic_write_text, check_writable, write_json
 from biolab.model import auto_class, is_masked_lm, load_model
 from biolab.probe.linear import LinearProbeConfig, fit_linear_probes, majority_accuracy
 from biolab.probe.states import cached_states, collect_states, model_fingerprint, states_key
@@ -101,11 +103,18 @@ class ProbeConfig:
             raise ConfigError(f"probe.positions must be in 0..5, got {bad}")
         if self.max_positions < 0 or self.steps < 1 or self.probe_batch < 1 or self.rank < 1:
             raise ConfigError("probe.max_positions >= 0, steps, probe_batch and rank >= 1 are required")
+        for key in ("batch_size", "max_people"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"probe.{key} must be >= 1, got {getattr(self, key)}")
+        if self.entry < 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("probe.entry >= 0, probe.lr > 0 and probe.weight_decay >= 0 are required")
+        if self.norm not in ("layer", "batch"):
+            raise ConfigError(f"probe.norm must be layer or batch, got {self.norm!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ProbeConfig:
         d = dict(d)
-        d["linear"] = LinearProbeConfig(**d.get("linear", {}))
+        d["linear"] = LinearProbeConfig.from_dict(d.get("linear") or {})
         cfg = from_dict(cls, d, "probe")
         cfg.validate()
         return cfg
@@ -235,14 +244,11 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
     ``out/states/`` caches hidden states, so a rerun (or a killed run) does not recompute them; a
     finished ``out`` is only replaced with ``overwrite``."""
     cfg.validate()
-    out = Path(out)
-    status = read_status(out)
-    if status and status.get("status") == "done" and not overwrite:
-        raise ConfigError(f"out={out} holds a finished probe run; pass overwrite=true to replace it")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} exists and is not a directory")
+    out = check_probe_out(out, overwrite)
+    device = pick_device(device)
+    if read_meta(data_dir)["config"].get("style") == BIOD:
+        raise ConfigError(f"data_dir={data_dir} is bioD: its attributes are not the six a probe task reads")
     started = time.time()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(model_dir)
     if is_masked_lm(model) and cfg.kind.startswith("p_"):
         raise ConfigError(f"{model_dir} is a masked LM: a bio position sees the values; use a q probe")
@@ -269,6 +275,26 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
         plot_probe_run(rows, out)
     write_status(out, "done", started, rows=len(rows))
     return rows
+
+
+def check_probe_out(out: str | Path, overwrite: bool) -> Path:
+    """``out`` as a probe run may use it: new, empty, or a probe run (unfinished, or finished with
+    ``overwrite``); never a training run or a folder of the user's, whose files a probe would replace."""
+    out = check_writable(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} exists and is not a directory")
+    status = read_status(out)
+    if status and status.get("status") == "done" and not overwrite:
+        raise ConfigError(f"out={out} holds a finished probe run; pass overwrite=true to replace it")
+    config = out / "config.json"
+    if config.is_file() and "probe" not in json.loads(config.read_text(encoding="utf-8")):
+        raise ConfigError(f"out={out} holds another kind of run (config.json has no probe); use a new out")
+    # A probe run (or the pipeline's probe stage) writes status.json first; a folder without it
+    # holding anything is somebody else's.
+    other = [] if status else sorted(p.name for p in out.glob("*") if not p.name.startswith("."))
+    if other:
+        raise ConfigError(f"out={out} is not empty and holds no probe run ({other[0]!r}); use a new out")
+    return out
 
 
 def probe_entries(cfg: ProbeConfig, data_dir) -> int | list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,17 +96,55 @@ def model_fingerprint(model) -> str:
 
 def cached_states(cache_dir: str | Path | None, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()`` once; later calls with the same key load ``cache_dir/states-<key>.npy``
-    (memory-mapped). Written to a temp name and renamed, so a killed run leaves no half array."""
+    (memory-mapped). Written to a temp name and renamed, so a killed run leaves no half array; its
+    sha256 is recorded beside it and checked on every load, so a damaged file is computed again
+    (with a warning naming it) instead of feeding probes wrong states or failing forever."""
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"states-{key}.npy"
     if path.is_file():
-        return np.load(path, mmap_mode="r")
+        problem = _damage(path)
+        if problem is None:
+            return np.load(path, mmap_mode="r")
+        warnings.warn(f"{path} is damaged ({problem}); computing its states again", stacklevel=2)
     states = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, states)
+    record = {"shape": list(states.shape), "sha256": file_sha256(tmp)}
+    # The record goes first: a kill between the two writes leaves an old array under a new record,
+    # which the next load finds damaged, never a new array trusted under an old record.
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record) + "\n")
     tmp.replace(path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"shape": list(states.shape)}) + "\n")
     return states
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _damage(path: Path) -> str | None:
+    """Why a cached states file cannot be used, or None. A file cached before hashes were recorded
+    is checked for what its header and size promise (a truncated file fails that), and its hash is
+    recorded from then on."""
+    record_path = path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return "no readable record beside it"
+    if "sha256" in record:
+        return None if file_sha256(path) == record["sha256"] else "sha256 mismatch"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:  # a truncated header or data: numpy's own words
+        return str(err).splitlines()[0]
+    if list(array.shape) != record.get("shape"):
+        return f"shape {list(array.shape)}, recorded {record.get('shape')}"
+    del array
+    atomic_write_text(record_path, json.dumps({**record, "sha256": file_sha256(path)}) + "\n")
+    return None
