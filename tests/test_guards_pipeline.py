@@ -6,9 +6,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from biolab.pipeline.cache import Stage, ensure, is_volatile
 from biolab.pipeline.kinds import DATA
 from biolab.pipeline.manifest import load_runs
 from biolab.pipeline.plan import plan_runs, preset_names, run_name, run_overrides, sweep_variants
-from biolab.pipeline.runner import check_jobs, run_experiment
+from biolab.pipeline.runner import check_jobs, run_experiment, watch_parent
 from biolab.report.capacity import model_table, peak_table
 from biolab.report.write import build_report
 
@@ -267,3 +269,71 @@ def test_a_stage_cleans_what_a_killed_build_left_in_its_folder(tmp_path):
     (path / ".partial-def456").mkdir()
     ensure(stage, tmp_path, lambda m: None)  # reused: cleaned all the same
     assert not (path / ".partial-def456").exists()
+
+
+# --- case 3: a worker dies with its parent ---
+
+DRIVER = """
+import os, sys, time
+from dataclasses import replace
+from pathlib import Path
+from biolab.pipeline import kinds
+from biolab.pipeline.cache import Stage
+from biolab.pipeline.runner import run_experiment
+
+def slow(cfg, inputs, out, progress, context):
+    Path(sys.argv[2], str(os.getpid())).write_text("")
+    time.sleep(120)
+
+SLOW = kinds.KINDS[kinds.DATA.name] = replace(kinds.DATA, build=slow)  # also in each spawned worker
+
+if __name__ == "__main__":
+    runs = [{"experiment": "x", "run": f"r{i}", "scale": "tiny",
+             "stage_objs": [Stage(SLOW, {"name": f"d{i}", "n_people": 10})]} for i in range(2)]
+    run_experiment(runs, sys.argv[1], progress=False, log=lambda m: None, jobs=2)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie no init reaps in a container counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(check, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_die_when_run_py_is_killed(tmp_path):
+    (tmp_path / "driver.py").write_text(DRIVER)
+    started = tmp_path / "started"
+    started.mkdir()
+    args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "root"), str(started)]
+    parent = subprocess.Popen(args)
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(os.listdir(started)) == 2, 240), "the two workers never started a stage"
+        workers = [int(p) for p in os.listdir(started)]
+        parent.kill()  # kill -9: no handler, no cleanup
+        parent.wait(timeout=30)
+        assert wait_for(lambda: not any(map(alive, workers)), 20), "workers outlived their parent"
+    finally:
+        parent.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_portable_watch_stops_a_worker_whose_parent_is_gone():
+    stopped = []
+    watch_parent(os.getppid() + 10**6, every=0.01, stop=stopped.append)  # never this process's parent
+    assert stopped == [1]

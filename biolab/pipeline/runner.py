@@ -7,9 +7,13 @@ the parent writes to the console (and a worker's own output goes to its stages' 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
+import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from biolab.pipeline.manifest import write_manifest
 from biolab.pipeline.plan import validate_plan
 
 _events = None  # in a worker process: the queue to the parent's board (set by _start_worker)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def build_run(
@@ -44,12 +49,43 @@ def build_run(
         emit({"run": name, "end": True})
 
 
-def _start_worker(events, threads: int) -> None:
+def _start_worker(events, threads: int, parent: int) -> None:
     import torch
 
     global _events
     _events = events
+    die_with_parent(parent)
     torch.set_num_threads(threads)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when ``parent`` (the run.py that started it) dies, even by kill -9: otherwise
+    it would go on building for nobody, holding its memory and its stage locks. On Linux the kernel
+    sends SIGKILL (not SIGTERM, which a library may catch) at the parent's death; elsewhere a thread
+    notices the parent gone within a second. Either way the worker dies as if killed with it: its
+    stage stays unfinished and is resumed or rebuilt by the next run, its leftovers cleaned."""
+    if not _set_parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=watch_parent, args=(parent,), name="biolab-orphan-watch", daemon=True).start()
+    if os.getppid() != parent:  # it died before the signal was asked for: nobody would send it
+        os._exit(1)
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def watch_parent(parent: int, every: float = 1.0, stop=os._exit) -> None:
+    """Poll until ``parent`` is no longer this process's parent (an orphan is adopted by another
+    process), then ``stop(1)``."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    stop(1)
 
 
 def _build_run_in_worker(run: dict, root: Path, strict: bool, verbose: bool) -> Path:
@@ -72,7 +108,8 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
     relay.start()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     try:
-        with ProcessPoolExecutor(jobs, ctx, initializer=_start_worker, initargs=(events, threads)) as pool:
+        start = (events, threads, os.getpid())
+        with ProcessPoolExecutor(jobs, ctx, initializer=_start_worker, initargs=start) as pool:
             futures = [pool.submit(_build_run_in_worker, run, root, strict, verbose) for run in runs]
             try:
                 wait(futures)
