@@ -60,7 +60,7 @@ def killed_run(corpus, run, cfg=None, model=MODEL, step=5):
     """A run killed at ``step`` (checkpoints at 2 and 4)."""
     with pytest.raises(KeyboardInterrupt):
         pretrain(run, corpus, model, cfg or train_cfg(), on_step=killed_at(step), progress=False)
-    return sorted(p.name for p in (run / "checkpoints").iterdir())
+    return sorted(p.name for p in (run / "checkpoints").glob("*"))
 
 
 def files_of(run):
@@ -176,6 +176,23 @@ def test_a_checkpoint_of_older_code_without_hashes_is_still_resumed(corpus, tmp_
     truncate(tmp_path / "b" / "checkpoints" / "step_0000004" / "state" / "model.safetensors")
     pretrain(tmp_path / "b", corpus, MODEL, train_cfg(), progress=False)  # truncated: set aside
     assert same(weights(tmp_path / "b"), uninterrupted)
+
+
+def test_a_run_without_an_intact_checkpoint_starts_over_and_logs_each_step_once(
+    corpus, tmp_path, uninterrupted
+):
+    killed_run(corpus, tmp_path)
+    for ckpt in (tmp_path / "checkpoints").glob("step_*"):
+        truncate(ckpt / "model" / "model.safetensors")
+    pretrain(tmp_path, corpus, MODEL, train_cfg(), progress=False)
+    assert same(weights(tmp_path), uninterrupted)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "damaged-step_0000002", "damaged-step_0000004", "step_0000002", "step_0000004",
+    ]  # fmt: skip
+    killed_run(corpus, tmp_path / "early", step=1)  # before its first checkpoint
+    pretrain(tmp_path / "early", corpus, MODEL, train_cfg(), progress=False)
+    rows = [json.loads(r)["step"] for r in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4, 5, 6]
 
 
 def test_the_nan_stop_names_a_checkpoint_whose_hash_and_values_were_checked(corpus, tmp_path):
