@@ -31,11 +31,11 @@ def main(cfg) -> None:
         EvalConfig.from_dict({k: cfg[k] for k in ("max_people", "batch_size", "num_beams")})
     except ConfigError as err:
         raise ConfigError(str(err).replace("eval.", "")) from None
+    meta = verify_dataset(cfg.data_dir)
+    check_qa_dataset(meta, cfg.data_dir)
     model_dir = Path(cfg.model_dir)
     if not is_model_folder(model_dir):
         raise not_a_model(model_dir, "model_dir")
-    meta = verify_dataset(cfg.data_dir)
-    check_qa_dataset(meta, cfg.data_dir)
     out = check_writable(Path(cfg.out) if cfg.out else model_dir.parent / "eval")
     warning = check_training_data(model_dir, meta, cfg.allow_other_data)
     if warning:
