@@ -19,7 +19,8 @@ def main(cfg) -> None:
     python scripts/pretrain.py data=<preset> model=<preset> train=<preset> out=RUN
     python scripts/pretrain.py data_dir=DATASET model=tiny train=tiny out=RUN
     accelerate launch --num_processes 2 scripts/pretrain.py ...   (several GPUs or CPU processes)
-    Re-running the same command resumes from RUN's last checkpoint; RUN/model loads with
+    Re-running the same command resumes from RUN's last intact checkpoint (with another training
+    config it stops and names the keys; overwrite=true starts over); RUN/model loads with
     AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained. overwrite=true retrains a
     finished run in a hidden .RUN.overwrite beside it, moved in only once done. RUN must be new, empty,
     or a run of this script.

@@ -8,6 +8,9 @@ to the same weights, metrics.jsonl + wandb (offline by default).
 
 A step whose loss or gradient norm is not finite is never applied, and weights that are not finite
 are never saved: the run stops with a TrainingError naming the last checkpoint with finite weights.
+Each checkpoint records the config that shaped its weights and its files' sha256: a run resumed with
+another config stops before any work (``LOGGING_KEYS`` may change), and a damaged newest checkpoint
+is moved aside for the newest intact one.
 Overwriting a finished run trains the new one in a hidden sibling folder, ``.RUN.overwrite``, and
 moves its outputs over the old ones only once it is done: a killed overwrite leaves the old run as
 it was (and the next overwrite starts that folder afresh).
