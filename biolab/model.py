@@ -271,9 +271,14 @@ def not_a_model(path: Path, key: str) -> ConfigError:
     return ConfigError(f"{key}={path} is not a model folder ({found}){hint}")
 
 
+def saved_masked_lm(path: str | Path) -> bool:
+    """Whether a saved model folder holds a masked LM, from its config.json alone (no weights read)."""
+    return model_type(Path(path)) in MASKED_LM_ARCHS
+
+
 def _auto_for(path: Path):
     """The Auto class for a saved model folder, from its config.json's model_type."""
-    return AutoModelForMaskedLM if model_type(path) in MASKED_LM_ARCHS else AutoModelForCausalLM
+    return AutoModelForMaskedLM if saved_masked_lm(path) else AutoModelForCausalLM
 
 
 def load_model(path: str | Path, key: str = "model_dir"):

@@ -11,7 +11,7 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.eval.qa import EvalConfig, check_qa_dataset, evaluate_qa, metrics_table
 from biolab.io import write_json
-from biolab.model import is_masked_lm, load_model, load_pretrained
+from biolab.model import load_model, model_type, not_a_model, saved_masked_lm, training_data
 from biolab.status import read_status
 from biolab.train.finetune import (
     check_apart,
@@ -55,10 +55,13 @@ def main(cfg) -> None:
         ft, tr = finetune_configs(OmegaConf.to_container(c.finetune, resolve=True))
         runs.append((name, overrides, ft, tr))
     check_apart(out, pretrained=pretrained, data_dir=data_dir)
-    check_out(out, runs, cfg.overwrite, pretrained)
-    if is_masked_lm(load_pretrained(pretrained)) and eval_cfg.num_beams != 1:
+    if model_type(pretrained) is None:
+        raise not_a_model(pretrained, "pretrained")
+    if saved_masked_lm(pretrained) and eval_cfg.num_beams != 1:
         raise ConfigError("a masked LM fills its answer's masks at once: use eval.num_beams=1")
-    check_qa_dataset(read_meta(data_dir), data_dir)
+    data_meta = read_meta(data_dir)
+    check_qa_dataset(data_meta, data_dir)
+    check_out(out, runs, cfg.overwrite, pretrained, data_meta)
     corpus = None
     results = {}
     for name, overrides, ft, tr in runs:
@@ -89,9 +92,9 @@ def run_dir(out: Path, name: str, n_runs: int) -> Path:
     return out if n_runs == 1 else out / "grid" / name
 
 
-def check_out(out: Path, runs: list[tuple], overwrite: bool, pretrained: Path) -> None:
+def check_out(out: Path, runs: list[tuple], overwrite: bool, pretrained: Path, data_meta: dict) -> None:
     """Before any work: ``out`` is writable and is this script's (one run, or a grid of runs); a
-    finished run to be reused was trained as asked."""
+    finished run to be reused was trained as asked, on the dataset of ``data_meta``."""
     if len(runs) > 1:
         finetune_run_config(out)
         check_run_dir(out, overwrite, prepared=GRID_ENTRIES)
@@ -102,6 +105,9 @@ def check_out(out: Path, runs: list[tuple], overwrite: bool, pretrained: Path) -
         if overwrite or config is None or (read_status(run) or {}).get("status") != "done":
             continue
         changed = config_changes(config, ft, tr, pretrained)
+        trained_on = training_data(run / "model")
+        if trained_on is not None and trained_on.get("sha256") != data_meta["sha256"]:
+            changed.append("data_dir")
         if changed:
             raise ConfigError(
                 f"{run} holds a finished run trained with other {', '.join(changed)}; pass overwrite=true "

@@ -367,9 +367,11 @@ def test_a_finished_finetune_is_reused_unless_asked_otherwise(ft_script, pretrai
     assert "trained and evaluated before" in capsys.readouterr().out and snapshot(tmp_path / "ft") == done
     # another evaluation of the same model; then another training only on request
     assert ft_script(*args, "eval.max_people=3") == {"finetune": 0, "evaluate_qa": 1}
-    with pytest.raises(
-        ConfigError, match="finished run trained with other finetune.lora_r, finetune.train.lr"
-    ):
+    other = tmp_path / "other"
+    write_dataset(DataConfig(n_people=40, seed=1), other, progress=False)
+    with pytest.raises(ConfigError, match="run trained with other data_dir;"):
+        ft_script(*args, f"data_dir={other}")
+    with pytest.raises(ConfigError, match="run trained with other finetune.lora_r, finetune.train.lr;"):
         ft_script(*args, "finetune.lora_r=4", "finetune.train.lr=1e-3")
     assert ft_script(*args, "finetune.lora_r=4", "overwrite=true") == {"finetune": 1, "evaluate_qa": 1}
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["finetune"]["lora_r"] == 4
@@ -429,3 +431,16 @@ def test_finetune_refuses_a_biod_dataset_before_training(ft_script, pretrained, 
     with pytest.raises(ConfigError, match=f"data_dir={biod} is a bioD dataset"):
         ft_script(f"pretrained={root / 'model'}", f"data_dir={biod}", f"out={tmp_path / 'ft'}")
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_masked_lm_finetune_refuses_beam_search_before_training(
+    ft_script, pretrained, tmp_path, monkeypatch
+):
+    """It trained first, then failed in its evaluation."""
+    root, _ = pretrained
+    monkeypatch.setattr(ft_script.module, "saved_masked_lm", lambda path: True)
+    with pytest.raises(
+        ConfigError, match="a masked LM fills its answer's masks at once: use eval.num_beams=1"
+    ):
+        ft_script(f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}", "eval.num_beams=4")
+    assert list(tmp_path.iterdir()) == []
