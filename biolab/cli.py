@@ -27,6 +27,18 @@ SUBMITIT = "hydra_plugins.hydra_submitit_launcher"
 LAUNCHER_PLUGINS = {"slurm": (SUBMITIT, "slurm"), "submitit_slurm": (SUBMITIT, "slurm"),
                     "submitit_local": (SUBMITIT, "slurm")}  # fmt: skip
 SLURM_LAUNCHERS = ("slurm", "submitit_slurm")  # submitit refuses these without SLURM's srun
+# Config sections read into a typed dataclass: a field of one may be left out of the presets (it
+# keeps its default, and a stage hash of an older root stays the same), so an override of such a key
+# must add it: ``++model.d_ff=0``. Imported only to word that error.
+TYPED_SECTIONS = {
+    "data": "biolab.data.dataset:DataConfig", "data.biod": "biolab.data.biod:BioDConfig",
+    "model": "biolab.model:ModelConfig", "train": "biolab.train.pretrain:TrainConfig",
+    "finetune": "biolab.train.finetune:FinetuneConfig", "finetune.train": "biolab.train.pretrain:TrainConfig",
+    "probe": "biolab.probe.probes:ProbeConfig", "probe.linear": "biolab.probe.linear:LinearProbeConfig",
+    "capacity": "biolab.eval.capacity:CapacityConfig",
+    "memorization": "biolab.eval.memorization:MemorizationConfig",
+    "tokenizer": "biolab.data.tokens:TokenizerConfig",
+}  # fmt: skip
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
@@ -86,14 +98,47 @@ def check_overrides(
     base = compose(config_name, chosen, conf_dir)
     for o in parsed:
         key = o.key_or_group
-        if key in groups or key.startswith(("hydra.", "hydra/")) or o.is_add() or o.is_delete():
+        added = o.is_add() or o.is_force_add() or o.is_delete()  # +key, ++key, ~key: Hydra's to judge
+        if key in groups or key.startswith(("hydra.", "hydra/")) or added:
             continue
         parent, _, last = key.rpartition(".")
         node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base
-        keys = list(node.keys()) if isinstance(node, DictConfig) else []
-        if last not in keys:  # `in node` would be False for a mandatory (???) key
-            where = f"under {parent}" if parent else "at top level"
-            raise BiolabError(f"unknown key {key!r}; valid keys {where}: {', '.join(keys)}")
+        if not isinstance(node, DictConfig):
+            raise BiolabError(
+                f"unknown key {key!r}: {config_name} has no {parent} section{_near(base, parent)}"
+            )
+        keys = list(node.keys())
+        if last in keys:  # `in node` would be False for a mandatory (???) key
+            continue
+        typed = typed_fields(parent)
+        if last in typed:
+            raise BiolabError(f"{key} is not in the preset (it keeps its default): add it with ++{key}=...")
+        where = f"under {parent}" if parent else "at top level"
+        addable = [f for f in typed if f not in keys]
+        more = f"; with ++: {', '.join(addable)}" if addable else ""
+        raise BiolabError(f"unknown key {key!r}; valid keys {where}: {', '.join(keys)}{more}")
+
+
+def _near(cfg, parent: str) -> str:
+    """Where an unknown section's keys might live: the top-level keys, or the nearest existing parent's."""
+    from omegaconf import DictConfig, OmegaConf
+
+    head, _, _ = parent.rpartition(".")
+    node = OmegaConf.select(cfg, head, throw_on_missing=False) if head else cfg
+    if not isinstance(node, DictConfig):
+        return ""
+    return f"; valid keys {f'under {head}' if head else 'at top level'}: {', '.join(node.keys())}"
+
+
+def typed_fields(section: str) -> list[str]:
+    """The field names of the dataclass a config section is read into ([] for an untyped one)."""
+    import dataclasses
+
+    target = TYPED_SECTIONS.get(section)
+    if target is None:
+        return []
+    module, _, name = target.partition(":")
+    return [f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))]
 
 
 def override_args(args: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
 """Bits of knowledge a model stores (Part 3.3): python scripts/capacity.py --help"""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ from biolab.data.dataset import iter_jsonl, verify_dataset
 from biolab.data.tokens import Corpus, tokenize_texts
 from biolab.errors import ConfigError
 from biolab.eval.capacity import CapacityConfig, measure_with_quantized
-from biolab.io import write_json
-from biolab.model import load_model
+from biolab.io import check_writable, write_json
+from biolab.model import MASKED_LM_ARCHS, check_training_data, is_masked_lm, load_model, model_type
 
 
 @hydra_main("capacity")
@@ -26,17 +27,30 @@ def main(cfg) -> None:
     for key in ("model_dir", "data_dir"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key}=... is required")
-    c = CapacityConfig.from_dict({k: cfg[k] for k in ("max_people", "batch_size", "group_size")}
-                                 | {"quantize": list(cfg.quantize)})  # fmt: skip
-    verify_dataset(cfg.data_dir)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    c = CapacityConfig.from_dict({k: plain[k] for k in ("max_people", "batch_size", "group_size", "quantize")
+                                  })  # fmt: skip
+    out = check_writable(Path(cfg.out) if cfg.out else Path(cfg.model_dir).parent / "capacity")
+    # As the pipeline pairs them: the bits of a model are read on the dataset it was trained on.
+    meta = verify_dataset(cfg.data_dir)
+    warning = check_training_data(cfg.model_dir, meta, cfg.allow_other_data)
+    if warning:
+        print(warning, file=sys.stderr)
+    corpus = Corpus(cfg.corpus_dir) if cfg.corpus_dir else None
+    if corpus is not None and corpus.meta.get("data_sha256") != meta["sha256"] and not cfg.allow_other_data:
+        raise ConfigError(f"corpus_dir={cfg.corpus_dir} was not tokenized from data_dir={cfg.data_dir}")
+    masked = ConfigError(f"{cfg.model_dir} is a masked LM: capacity reads a causal model's bio loss")
+    if model_type(Path(cfg.model_dir)) in MASKED_LM_ARCHS:
+        raise masked
     model, tokenizer = load_model(cfg.model_dir)
-    if cfg.corpus_dir:
-        used = Corpus(cfg.corpus_dir).bio_ids
+    if is_masked_lm(model):  # an adapter on a masked LM: its type shows once loaded
+        raise masked
+    if corpus is not None:
+        used = corpus.bio_ids
     else:  # the tokens the data holds, from its bios
         texts = [b["text"] for b in iter_jsonl(Path(cfg.data_dir) / "bios.jsonl")]
         used = np.unique(tokenize_texts(tokenizer, texts)[0])
     rows = measure_with_quantized(model, tokenizer, cfg.data_dir, used, c, progress=True)
-    out = Path(cfg.out) if cfg.out else Path(cfg.model_dir).parent / "capacity"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "capacity.json", {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir),
                                        "rows": rows})  # fmt: skip

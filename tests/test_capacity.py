@@ -153,3 +153,54 @@ def test_knowledge_reads_the_dataset_s_spaces(dataset):
 def test_capacity_config_refuses_bad_bit_widths():
     with pytest.raises(ConfigError, match="capacity.quantize"):
         CapacityConfig.from_dict({"quantize": [1]})
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An untrained causal model saved as a pretraining saves it (recording dataset ``data``), a masked
+    LM with the same record, and a second dataset with its own corpus."""
+    from biolab.io import write_json
+    from biolab.model import TRAINING_DATA
+    from biolab.train.pretrain import corpus_training_data
+
+    tmp = tmp_path_factory.mktemp("saved")
+    for name, n in (("data", 12), ("other", 14)):
+        write_dataset(DataConfig(name=name, n_people=n), tmp / name, progress=False)
+        tokenize_dataset(tmp / name, tmp / f"{name}_corpus", vocab_size=300)
+    corpus = Corpus(tmp / "data_corpus")
+    for folder, arch in (("model", "gpt_neox"), ("mlm", "modernbert")):
+        cfg = ModelConfig(name="t", arch=arch, n_layer=1, n_head=2, d_model=16, max_positions=256)
+        build_model(cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos).save_pretrained(tmp / folder)
+        corpus.tokenizer().save_pretrained(tmp / folder)
+        write_json(tmp / folder / TRAINING_DATA, corpus_training_data(corpus))
+    return tmp
+
+
+def test_capacity_script_refuses_what_the_pipeline_refuses_before_any_work(saved):
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "capacity.py"
+    cases = [
+        (["model_dir=model", "data_dir=other"], "was trained on dataset 'data', not on data_dir's 'other'"),
+        (["model_dir=model", "data_dir=data", "corpus_dir=other_corpus"], "was not tokenized from data_dir"),
+        (["model_dir=mlm", "data_dir=data"], "is a masked LM: capacity reads a causal model's bio loss"),
+        (["model_dir=model", "data_dir=data", "quantize=8"], "capacity.quantize must be list, got 8"),
+        (["model_dir=model", "data_dir=data", "out=data/meta.json/x"], "is not writable"),
+    ]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def call(args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                              cwd=saved, timeout=300, env=env)  # fmt: skip
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(call, [args for args, _ in cases]))
+    for (args, message), r in zip(cases, results, strict=True):
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1, r.stderr
+    assert not (saved / "capacity").exists()

@@ -159,3 +159,38 @@ def test_each_sweep_gets_its_own_timestamped_folder():
     cfg = compose("run", ["root=/data/R"], hydra=True)
     assert re.fullmatch(r"/data/R/multirun/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.sweep.dir)
     assert cfg.hydra.run.dir == "."  # a single run writes nothing of Hydra's
+
+
+@pytest.mark.parametrize(
+    ("config", "arg", "message"),
+    [
+        (
+            "run",
+            "model.d_ff=0",
+            "model.d_ff is not in the preset (it keeps its default): add it with ++model.d_ff=",
+        ),
+        ("run", "probe.train_entries=2", "add it with ++probe.train_entries="),
+        ("run", "model.bogus=1", "; with ++: d_ff, init_std"),
+        ("evaluate", "eval.bogus=1", "evaluate has no eval section; valid keys at top level: model_dir,"),
+        ("finetune", "eval.bogus=1", "valid keys under eval: max_people, batch_size, num_beams"),
+    ],
+)
+def test_an_unknown_key_names_where_valid_keys_are_and_how_to_add_a_typed_one(config, arg, message):
+    with pytest.raises(BiolabError) as err:
+        check_overrides(config, [arg])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_key_added_with_plus_plus_passes_the_check_and_reaches_the_model():
+    check_overrides("run", ["++model.d_ff=0", "++probe.train_entries=2"])
+    assert compose("run", ["++model.d_ff=0"]).model.d_ff == 0
+
+
+def test_every_typed_section_names_a_dataclass_whose_fields_its_presets_hold():
+    for section in cli.TYPED_SECTIONS:
+        fields = cli.typed_fields(section)
+        assert fields, section
+    cfg = compose("run")
+    for section in ("model", "train", "probe", "probe.linear", "capacity", "memorization", "tokenizer"):
+        node = OmegaConf.select(cfg, section)
+        assert set(node.keys()) <= set(cli.typed_fields(section)), section
