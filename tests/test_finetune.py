@@ -357,7 +357,9 @@ def test_a_finetune_killed_in_its_evaluation_only_evaluates_again(
     assert (tmp_path / "ft" / "eval" / "metrics.json").is_file()
 
 
-def test_a_finished_finetune_is_reused_unless_asked_otherwise(ft_script, pretrained, tmp_path, capsys):
+def test_a_finished_finetune_is_reused_unless_asked_otherwise(
+    ft_script, pretrained, own_run, tmp_path, capsys
+):
     root, _ = pretrained
     args = [f"pretrained={root / 'model'}", f"out={tmp_path / 'ft'}"]
     assert ft_script(*args) == {"finetune": 1, "evaluate_qa": 1}
@@ -367,6 +369,8 @@ def test_a_finished_finetune_is_reused_unless_asked_otherwise(ft_script, pretrai
     assert "trained and evaluated before" in capsys.readouterr().out and snapshot(tmp_path / "ft") == done
     # another evaluation of the same model; then another training only on request
     assert ft_script(*args, "eval.max_people=3") == {"finetune": 0, "evaluate_qa": 1}
+    with pytest.raises(ConfigError, match="run trained with other pretrained;"):
+        ft_script(f"pretrained={own_run / 'model'}", f"out={tmp_path / 'ft'}")
     other = tmp_path / "other"
     write_dataset(DataConfig(n_people=40, seed=1), other, progress=False)
     with pytest.raises(ConfigError, match="run trained with other data_dir;"):

@@ -23,7 +23,14 @@ from biolab.data.masking import masked_qa, qa_parts, split_ids, with_mask_token
 from biolab.data.tokens import Corpus, TextSet, pad_right
 from biolab.errors import ConfigError
 from biolab.model import is_masked_lm, load_pretrained
-from biolab.train.pretrain import TrainConfig, check_run_dir, check_wandb_meta, corpus_training_data, train
+from biolab.train.pretrain import (
+    LOGGING_KEYS,
+    TrainConfig,
+    check_run_dir,
+    check_wandb_meta,
+    corpus_training_data,
+    train,
+)
 
 # arch -> (attention modules to adapt, word embedding module, fused qkv layout)
 TARGETS = {
@@ -33,12 +40,6 @@ TARGETS = {
     "modernbert": (["Wqkv"], "tok_embeddings", "blocks"),  # GBERT
 }
 STREAM_QA_FINETUNE = 21
-# Keys that only say how a run is named, logged or checkpointed: a finished run is the same run
-# whatever they are, so a rerun may change them.
-LOGGING_KEYS = {
-    "finetune": ("name",),
-    "train": ("name", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "wandb"),
-}
 
 
 @dataclass(frozen=True)
@@ -251,16 +252,19 @@ def check_apart(out: str | Path, **inputs: str | Path) -> None:
 
 def config_changes(config: dict, cfg: FinetuneConfig, train_cfg: TrainConfig, pretrained: Path) -> list[str]:
     """The keys that shape training in which a run's recorded ``config`` (its config.json) differs
-    from these; logging and checkpointing keys may differ."""
+    from these; logging and checkpointing keys (pretrain's LOGGING_KEYS) and a preset's name may
+    differ. A checkpoint's record is not at hand here: a finished run may have kept none."""
     want = {"finetune": asdict(cfg), "train": asdict(train_cfg)}
     named = {"finetune": "finetune", "train": "finetune.train"}  # as the command line has them
     changed = [
         f"{named[section]}.{k}"
         for section, values in want.items()
         for k, v in values.items()
-        if k not in LOGGING_KEYS[section] and (config.get(section) or {}).get(k) != v
+        if k not in LOGGING_KEYS | {"name"} and (config.get(section) or {}).get(k) != v
     ]
-    if Path(config.get("pretrained") or "").resolve() != Path(pretrained).resolve():
+    then = Path(config.get("pretrained") or "")
+    # a base no longer where it was is a root moved as a whole: the adapter finds its base itself
+    if then.exists() and then.resolve() != Path(pretrained).resolve():
         changed.append("pretrained")
     return changed
 
