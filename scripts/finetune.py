@@ -1,5 +1,6 @@
 """QA-finetune a pretrained model: python scripts/finetune.py --help"""
 
+import functools
 import json
 from pathlib import Path
 
@@ -62,22 +63,14 @@ def main(cfg) -> None:
     data_meta = read_meta(data_dir)
     check_qa_dataset(data_meta, data_dir)
     check_out(out, runs, cfg.overwrite, pretrained, data_meta)
-    corpus = None
+    corpus = functools.cache(lambda: finetune_corpus(out, pretrained, data_dir))  # only if one trains
     results = {}
     for name, overrides, ft, tr in runs:
         run = run_dir(out, name, len(runs))
         trained = cfg.overwrite or (read_status(run) or {}).get("status") != "done"
         if trained:
-            corpus = finetune_corpus(out, pretrained, data_dir) if corpus is None else corpus
-            finetune(run, pretrained, corpus, ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
-        metrics = None if trained else reusable_eval(run, data_dir, eval_cfg)
-        if metrics is None:
-            model, tokenizer = load_model(run / "model")
-            metrics = evaluate_qa(
-                model, tokenizer, data_dir, run / "eval", max_people=eval_cfg.max_people,
-                batch_size=eval_cfg.batch_size, num_beams=eval_cfg.num_beams, progress=cfg.progress,
-                extra={"model_sha256": model_digest(run / "model")},
-            )  # fmt: skip
+            finetune(run, pretrained, corpus(), ft, tr, overwrite=cfg.overwrite, progress=cfg.progress)
+        metrics = evaluated(run, data_dir, eval_cfg, reuse=not trained, progress=cfg.progress)
         test_mean = metrics["splits"]["test"]["exact_match"]["mean"]
         results[name] = {"overrides": overrides, "test_mean": test_mean}
     if len(runs) > 1:
@@ -124,6 +117,19 @@ def finetune_corpus(out: Path, pretrained: Path, data_dir: Path) -> Corpus:
         if Path(corpus.meta["data_dir"]) == data_dir.resolve():
             return corpus
     return Corpus(prepare_corpus(out, data_dir=data_dir, tokenizer_path=pretrained))
+
+
+def evaluated(run: Path, data_dir: Path, eval_cfg: EvalConfig, reuse: bool, progress: bool) -> dict:
+    """``run``'s QA metrics: those of an earlier evaluation when ``reuse`` and it fits, else new ones."""
+    metrics = reusable_eval(run, data_dir, eval_cfg) if reuse else None
+    if metrics is not None:
+        return metrics
+    model, tokenizer = load_model(run / "model")
+    return evaluate_qa(
+        model, tokenizer, data_dir, run / "eval", max_people=eval_cfg.max_people,
+        batch_size=eval_cfg.batch_size, num_beams=eval_cfg.num_beams, progress=progress,
+        extra={"model_sha256": model_digest(run / "model")},
+    )  # fmt: skip
 
 
 def reusable_eval(run: Path, data_dir: Path, eval_cfg: EvalConfig) -> dict | None:

@@ -17,6 +17,7 @@ def main(cfg) -> None:
 
     python scripts/generate.py data=<preset> data.n_people=N data.seed=S out=DIR [overwrite=true]
     Same config and seed give the same bytes; `workers=K` renders in K processes (same bytes).
+    overwrite=true replaces a dataset folder, never a folder holding anything else.
     """
     if OmegaConf.is_missing(cfg, "out"):
         raise ConfigError("out=DIR is required (the dataset folder to write)")
