@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import hydra_main
 from biolab.data.dataset import DataConfig, read_meta
-from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.data.tokens import Corpus, TokenizerConfig, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
 from biolab.train.pretrain import TrainConfig, check_run_dir, micro_batches, mixed_precision, pretrain
@@ -33,6 +33,7 @@ def main(cfg) -> None:
     model_cfg = ModelConfig.from_dict(container["model"])
     train_cfg = TrainConfig.from_dict(container["train"])
     data_cfg = DataConfig.from_dict(container["data"])
+    TokenizerConfig.from_dict(container["tokenizer"])
     if train_cfg.ctx > model_cfg.max_positions:
         raise ConfigError(f"train.ctx={train_cfg.ctx} exceeds model.max_positions={model_cfg.max_positions}")
     if cfg.data_dir is not None:

@@ -87,14 +87,24 @@ def test_prepare_corpus_reuses_and_refuses_mismatch(dataset, tmp_path, corpus):
     out = prepare_corpus(tmp_path, data_dir=dataset, tokenizer_path=corpus.dir / "tokenizer")
     assert Corpus(out).meta["vocab_size"] == 600
     stamp = (out / "bios.bin").stat().st_mtime_ns
-    assert prepare_corpus(tmp_path, data_dir=dataset) == out
+    assert prepare_corpus(tmp_path, data_dir=dataset, tokenizer_path=corpus.dir / "tokenizer") == out
     assert (out / "bios.bin").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"was tokenized with tokenizer.path=.*\(now None\)"):
+        prepare_corpus(tmp_path, data_dir=dataset)  # a BPE of its own would be another vocabulary
     with pytest.raises(DataFileError, match="not a biolab dataset"):
         prepare_corpus(tmp_path / "x", data_dir=tmp_path)
     other = tmp_path / "gen"
     prepare_corpus(other, DataConfig(n_people=20), vocab_size=300)
     with pytest.raises(ConfigError, match="holds a different dataset"):
         prepare_corpus(other, DataConfig(n_people=21), vocab_size=300)
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=300 \(now 400\); use a new out"):
+        prepare_corpus(other, DataConfig(n_people=20), vocab_size=400)
+
+
+def test_a_bad_vocab_size_is_refused_before_the_dataset_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="vocab_size must be >= 260"):
+        prepare_corpus(tmp_path / "run", DataConfig(n_people=20), vocab_size=10)
+    assert not (tmp_path / "run").exists()
 
 
 def test_word_cache_encoder_equals_the_rust_encoder(corpus, dataset):

@@ -234,10 +234,12 @@ def tokenize_dataset(
     vocab_size: int = 2048,
     overwrite: bool = False,
     timings: dict | None = None,
+    asked: dict | None = None,
 ) -> dict:
     """Train (or take) a tokenizer and write the tokenized corpus folder; return its meta.
 
-    ``timings``, if given, receives the seconds of each phase (for benchmarks)."""
+    ``timings``, if given, receives the seconds of each phase (for benchmarks); ``asked``, the
+    tokenizer settings the corpus was made for, is recorded in its meta (``tokenizer_config``)."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
 
@@ -299,6 +301,7 @@ def tokenize_dataset(
             "format_version": 1,
             "data_dir": str(data_dir.resolve()),
             "data_sha256": data_meta["sha256"],
+            **({"tokenizer_config": asked} if asked is not None else {}),
             "vocab_size": vocab,
             "dtype": dtype.name,
             "eos_token_id": tokenizer.eos_token_id,
@@ -438,6 +441,8 @@ def prepare_corpus(
     """``run_dir/corpus`` for a dataset: an existing ``data_dir``, or ``data_cfg`` generated into
     ``run_dir/data``. Both are reused when present and made from the same inputs."""
     run_dir = Path(run_dir)
+    if tokenizer_path is None:  # before the dataset is written: a bad size leaves nothing behind
+        check_vocab_size(vocab_size)
     if data_dir is None:
         data_dir = run_dir / "data"
         if (data_dir / "meta.json").is_file():
@@ -447,10 +452,17 @@ def prepare_corpus(
             write_dataset(data_cfg, data_dir, overwrite=True)
     data_meta = read_meta(data_dir)  # a clear error if data_dir is not a dataset
     corpus_dir = run_dir / "corpus"
+    asked = {"path": str(Path(tokenizer_path).resolve()) if tokenizer_path else None,
+             "vocab_size": None if tokenizer_path else vocab_size}  # fmt: skip
     if (corpus_dir / "meta.json").is_file():
-        if Corpus(corpus_dir).meta["data_sha256"] != data_meta["sha256"]:
+        meta = Corpus(corpus_dir).meta
+        if meta["data_sha256"] != data_meta["sha256"]:
             raise ConfigError(f"{corpus_dir} was tokenized from another dataset; use a new out")
+        made = meta.get("tokenizer_config", asked)  # a corpus from before the record: trusted
+        changed = [f"tokenizer.{k}={made.get(k)} (now {v})" for k, v in asked.items() if made.get(k) != v]
+        if changed:
+            raise ConfigError(f"{corpus_dir} was tokenized with {', '.join(changed)}; use a new out")
         return corpus_dir
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
-    tokenize_dataset(data_dir, corpus_dir, tokenizer, vocab_size, overwrite=True)
+    tokenize_dataset(data_dir, corpus_dir, tokenizer, vocab_size, overwrite=True, asked=asked)
     return corpus_dir
