@@ -32,13 +32,14 @@ from biolab.errors import BiolabError, ConfigError
 from biolab.io import atomic_write_text, check_writable, new_dir
 from biolab.pipeline.fingerprint import damage, fingerprint
 from biolab.status import read_status, update_status, write_status
+from biolab.train.pretrain import LOGGING_KEYS
 
 # Keys that change logging or bookkeeping, never the artifact, matched by a key's last part at any depth
 # (train.wandb, finetune.train.wandb): left out of the stage hash, so that turning wandb on does not
 # retrain a model, and of run names and manifests (biolab.pipeline.plan.run_overrides), so that one run
 # keeps one name whatever it logs. Adding or removing one changes the hash of every stage whose config
 # holds it: the finished stages of existing roots would no longer be found.
-VOLATILE = {"wandb", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "progress"}
+VOLATILE = (LOGGING_KEYS - {"name"}) | {"progress"}  # a preset's name stays in: old hashes hold it
 MIN_FREE_BYTES = 200 * 2**20
 PARTIAL = ".partial-"  # a non-resumable build's temp folder inside its stage folder
 

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biolab.data.tokens import pad_right
-from biolab.io import atomic_write_text
+from biolab.io import atomic_write_text, file_sha256
 
 
 def run_with_cache(
@@ -118,14 +118,6 @@ def cached_states(cache_dir: str | Path | None, key: str, compute: Callable[[], 
     atomic_write_text(path.with_suffix(".json"), json.dumps(record) + "\n")
     tmp.replace(path)
     return states
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _damage(path: Path) -> str | None:

@@ -43,7 +43,7 @@ from biolab.data.masking import with_mask_token
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
 from biolab.errors import BiolabError, ConfigError
-from biolab.io import check_writable, write_json
+from biolab.io import check_writable, file_sha256, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
 from biolab.train.metrics import bio_first_token_accuracy, corpus_attributes, eval_bios
@@ -146,8 +146,8 @@ class _KeysAndTypes(TrainConfig):
 # resumed from any checkpoint ends with the uninterrupted run's weights) and wandb. Every other key
 # changes them: the schedule (steps, lr, warmup_steps, ...), the batches (seed, batch_size, ctx,
 # qa_ratio, exposures) or the float rounding (precision, compile, micro_batch_size), so that "same seed,
-# same bytes" would no longer hold. The pipeline's stage keys leave the same keys out but the name
-# (biolab.pipeline.cache.VOLATILE).
+# same bytes" would no longer hold. The pipeline's stage keys and run names leave the same keys out but
+# the name (biolab.pipeline.cache.VOLATILE is built from this set).
 LOGGING_KEYS = frozenset(
     {"name", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "wandb"}
 )
@@ -677,15 +677,10 @@ def _last_good(run_dir: Path) -> str:
     return "the last good checkpoint is none"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _file_hashes(ckpt: Path) -> dict[str, str]:
     """sha256 of every file of a checkpoint folder but its record, by path inside it."""
     files = (p for p in sorted(ckpt.rglob("*")) if p.is_file() and p.name != CKPT_RECORD)
-    return {p.relative_to(ckpt).as_posix(): _sha256(p) for p in files}
+    return {p.relative_to(ckpt).as_posix(): file_sha256(p) for p in files}
 
 
 def checkpoint_damage(ckpt: str | Path) -> str | None:
@@ -708,7 +703,7 @@ def checkpoint_damage(ckpt: str | Path) -> str | None:
         path = ckpt / name
         if not path.is_file():
             return f"{name} is missing"
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return f"{name} does not match its recorded sha256"
     return None
 
