@@ -93,9 +93,15 @@ def test_a_non_empty_out_is_kept_without_overwrite(tmp_path):
     r = run("generate.py", "data.n_people=10", f"out={out}", "progress=false")
     assert r.returncode != 0 and "pass overwrite=true" in r.stderr
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    # overwrite replaces a dataset, never a folder of the user's (it used to delete precious.txt)
     r = run("generate.py", "data.n_people=10", f"out={out}", "overwrite=true", "progress=false")
+    assert r.returncode == 2 and "is not a dataset folder" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    (out / "precious.txt").unlink()
+    assert run("generate.py", "data.n_people=10", f"out={out}", "progress=false").returncode == 0
+    r = run("generate.py", "data.n_people=12", f"out={out}", "overwrite=true", "progress=false")
     assert r.returncode == 0, r.stderr
-    assert not (out / "precious.txt").exists() and (out / "meta.json").exists()
+    assert '"n_people": 12' in (out / "meta.json").read_text()
 
 
 def test_bench_runs_and_reports_json():
