@@ -15,8 +15,8 @@ from biolab.errors import ConfigError
 # The six attributes, in the paper's default sentence order.
 ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "company", "company_city")
 PRONOUNS = ("he", "she", "they")
-# P_train and P_test: every person is in one, exactly half in each (celebrity datasets: by group);
-# QA finetuning sees P_train only
+# P_train and P_test: every person is in one, half in each (odd n: P_test has one more; celebrity
+# datasets: by group); QA finetuning sees P_train only
 SPLITS = ("train", "test")
 # The two groups of a celebrity dataset (paper Result 6): celebrities, with many bios each, are the
 # QA-finetuning (train) people; the minority, with the few bios of the main format, is tested on.
