@@ -32,8 +32,9 @@ def _type_ok(value, annotation: str) -> bool:
     return False
 
 
-def from_dict(cls: type[T], d: dict, section: str) -> T:
-    """``cls(**d)`` after checking keys and scalar types; then ``validate()`` if ``cls`` has it.
+def from_dict(cls: type[T], d: dict, section: str, validate: bool = True) -> T:
+    """``cls(**d)`` after checking keys and scalar types; then ``validate()`` if ``cls`` has it and
+    ``validate`` (a class whose checks name their section itself calls its own afterwards).
 
     Errors name ``section.key`` and list the valid keys, e.g. ``unknown data key(s) ['mutli']``.
     """
@@ -46,6 +47,6 @@ def from_dict(cls: type[T], d: dict, section: str) -> T:
         if not _type_ok(v, want):
             raise ConfigError(f"{section}.{k} must be {want}, got {v!r}")
     obj = cls(**d)
-    if hasattr(obj, "validate"):
+    if validate and hasattr(obj, "validate"):
         obj.validate()
     return obj

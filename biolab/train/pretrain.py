@@ -96,10 +96,7 @@ class TrainConfig:
     def from_dict(cls, d: dict, section: str = "train") -> TrainConfig:
         """``section``: where these keys sit in the user's config (``finetune.train`` for a finetune's),
         the name every error gives them."""
-        # biolab.config.from_dict checks keys and types under ``section`` but then validates with the
-        # default section: the values are checked here instead, under the caller's name.
-        from_dict(_KeysAndTypes, d, section)
-        cfg = cls(**d)
+        cfg = from_dict(cls, d, section, validate=False)
         cfg.validate(section)
         return cfg
 
@@ -130,13 +127,6 @@ class TrainConfig:
                 f"{section}.lr must be > 0 and {section}.min_lr_ratio in [0, 1], "
                 f"got {self.lr} and {self.min_lr_ratio}"
             )
-
-
-class _KeysAndTypes(TrainConfig):
-    """TrainConfig for biolab.config.from_dict's key and type checks alone (see TrainConfig.from_dict)."""
-
-    def validate(self, section: str = "train") -> None:
-        pass
 
 
 # TrainConfig keys a resumed run may change, because they never touch the weights' bytes: the
