@@ -5,7 +5,9 @@
     python scripts/bench.py tokenize    tokenizing that dataset (500k bios): BPE training + encoding
     python scripts/bench.py pretrain    our training loop vs the HF Trainer vs a plain PyTorch loop
     python scripts/bench.py step        one CPU training step: fp32/bf16 x SDPA/eager (x compile), 1 and 2
-                                        threads, its biggest ops, and our loop in fp32 vs bf16
+                                        threads, its biggest ops, our loop in fp32 vs bf16, and the roofline
+    python scripts/bench.py roofline    the matmul roofline at the model's own shapes (fp32, bf16; 1 and 2
+                                        threads) and our loop's share of it (--set model.n_layer=8 ...)
     python scripts/bench.py eval        batched QA generation vs one generate call per question
     python scripts/bench.py probe       fast P-probes (every layer x position x task) incl. hidden states
     python scripts/bench.py stack       K small models trained together with torch.func (stacked, vmapped)
@@ -119,7 +121,7 @@ def _training_inputs(args, tmp: Path):
     from biolab.train.pretrain import TrainConfig
 
     cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
-                               f"train.ctx={args.ctx}", f"train.steps={args.steps}"])  # fmt: skip
+                               f"train.ctx={args.ctx}", f"train.steps={args.steps}", *args.set])  # fmt: skip
     corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
     return (
         corpus,
@@ -137,7 +139,16 @@ def bench_pretrain_cmd(args, tmp: Path) -> dict:
 def bench_step_cmd(args, tmp: Path) -> dict:
     from biolab.train.bench import bench_cpu_step
 
-    return bench_cpu_step(*_training_inputs(args, tmp), warmup=args.warmup)
+    inputs = _training_inputs(args, tmp)
+    return {**bench_cpu_step(*inputs, warmup=args.warmup), "roofline": bench_roofline_cmd(args, tmp, inputs)}
+
+
+def bench_roofline_cmd(args, tmp: Path, inputs=None) -> dict:
+    """The matmul roofline at the model's own shapes, 1 and 2 threads, fp32 and bf16, and our loop
+    beside it (biolab.train.roofline)."""
+    from biolab.train.bench import bench_roofline
+
+    return bench_roofline(*(inputs or _training_inputs(args, tmp)), warmup=args.warmup)
 
 
 def bench_eval_cmd(args, tmp: Path) -> dict:
@@ -231,7 +242,7 @@ def main() -> None:
         "what",
         nargs="?",
         default="data",
-        choices=["data", "tokenize", "pretrain", "step", "eval", "probe", "stack"],
+        choices=["data", "tokenize", "pretrain", "step", "roofline", "eval", "probe", "stack"],
     )
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
@@ -240,6 +251,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="data/tokenize: keep or reuse the dataset here")
     ap.add_argument("--no-reference", action="store_true", help="data: skip the plain-Python yardstick")
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--set", nargs="*", default=[], help="more pretrain overrides, e.g. model.n_layer=8")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40)
@@ -251,12 +263,13 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.n_people is None:
-        args.n_people = 1000 if args.what in ("pretrain", "step", "eval", "probe") else 100_000
+        args.n_people = 1000 if args.what in ("pretrain", "step", "roofline", "eval", "probe") else 100_000
     run = {
         "data": bench_data,
         "tokenize": bench_tokenize,
         "pretrain": bench_pretrain_cmd,
         "step": bench_step_cmd,
+        "roofline": bench_roofline_cmd,
         "eval": bench_eval_cmd,
         "probe": bench_probe_cmd,
         "stack": bench_stack_cmd,

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from biolab.data.tokens import Corpus
-from biolab.model import ModelConfig, build_model
-from biolab.train.pretrain import TrainConfig, make_stream, pretrain
+from biolab.model import ModelConfig, build_model, flops_per_token
+from biolab.train.pretrain import TrainConfig, make_stream, mixed_precision, pretrain
+from biolab.train.roofline import linear_layers, step_matmuls
+from biolab.train.roofline import roofline as measure
 
 
 def _windows(corpus: Corpus, cfg: TrainConfig) -> np.ndarray:
@@ -233,3 +235,42 @@ def bench_stacked(model_cfg: ModelConfig, vocab: int, k: int, cfg: TrainConfig, 
     return {"models": k, "tokens_per_s_stacked": round(stacked),
             "tokens_per_s_one_after_another": round(one_by_one),
             "stacked_over_one_after_another": round(stacked / one_by_one, 2)}  # fmt: skip
+
+
+def bench_roofline(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int = 5,
+                   threads=(1, 2), min_seconds: float = 0.2) -> dict:  # fmt: skip
+    """The matmul roofline of a ``cfg`` step of ``model_cfg`` (biolab.train.roofline) in fp32 and
+    bf16 at each thread count, beside our loop's tokens/s there (fp32, and ``train.precision=bf16``
+    as this machine runs it: fp32 on a CPU without native bf16), as a fraction of each."""
+    tokens = cfg.batch_size * cfg.ctx
+    matmuls = step_matmuls(model_cfg, corpus.vocab_size, cfg.batch_size, cfg.ctx)
+    lines = {f"{d} {n} thread(s)": measure(matmuls, getattr(torch, d), n, tokens, min_seconds)
+             for n in threads for d in ("float32", "bfloat16")}  # fmt: skip
+    before = torch.get_num_threads()
+    ours = {}
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            for precision in ("no", "bf16"):
+                ours[f"{precision} {n} thread(s)"] = round(
+                    bench_ours(corpus, model_cfg, replace(cfg, precision=precision), warmup)
+                )
+    finally:
+        torch.set_num_threads(before)
+    share = {}
+    for key, got in ours.items():
+        precision, n = key.split(" ", 1)
+        for d in ("float32", "bfloat16"):
+            roof = lines[f"{d} {n}"]["roofline_tokens_per_s"]
+            share[f"{precision} loop / {d} roofline, {n}"] = round(got / roof, 3)
+    body = [layer for layer in linear_layers(model_cfg, corpus.vocab_size) if layer[0] != "lm_head"]
+    n_params = sum(i * o * layers for _, i, o, layers in body)
+    return {
+        "matmuls": [vars(m) for m in matmuls],
+        "matmul_flops_per_token": round(sum(m.flops for m in matmuls) / tokens),
+        "palm_flops_per_token_no_lm_head": round(flops_per_token(model_cfg, n_params, cfg.ctx)),
+        "roofline": lines,
+        "bf16_asked_runs_as": mixed_precision(replace(cfg, precision="bf16")),
+        "our_loop_tokens_per_s": ours,
+        "our_loop_share_of_roofline": share,
+    }
