@@ -12,7 +12,7 @@ from biolab.data.tokens import Corpus, tokenize_texts
 from biolab.errors import ConfigError
 from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.io import check_writable, write_json
-from biolab.model import MASKED_LM_ARCHS, check_training_data, is_masked_lm, load_model, model_type
+from biolab.model import check_training_data, is_masked_lm, load_model, saved_masked_lm
 
 
 @hydra_main("capacity")
@@ -40,7 +40,7 @@ def main(cfg) -> None:
     if corpus is not None and corpus.meta.get("data_sha256") != meta["sha256"] and not cfg.allow_other_data:
         raise ConfigError(f"corpus_dir={cfg.corpus_dir} was not tokenized from data_dir={cfg.data_dir}")
     masked = ConfigError(f"{cfg.model_dir} is a masked LM: capacity reads a causal model's bio loss")
-    if model_type(Path(cfg.model_dir)) in MASKED_LM_ARCHS:
+    if saved_masked_lm(cfg.model_dir):
         raise masked
     model, tokenizer = load_model(cfg.model_dir)
     if is_masked_lm(model):  # an adapter on a masked LM: its type shows once loaded

@@ -21,7 +21,7 @@ from biolab.console import Board, reporting
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root, ensure
 from biolab.pipeline.manifest import write_manifest
-from biolab.pipeline.plan import validate_plan
+from biolab.pipeline.plan import is_count, validate_plan
 
 _events = None  # in a worker process: the queue to the parent's board (set by _start_worker)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -125,7 +125,7 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
 
 def check_jobs(jobs) -> int:
     """``jobs`` as a count of processes: 0 or a negative number once ran in one process silently."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if not is_count(jobs):
         raise ConfigError(f"jobs must be an integer >= 1 (processes building runs at once), got {jobs!r}")
     return jobs
 

@@ -119,7 +119,12 @@ def _model_line(quants: dict, width: int) -> list[str]:
                 *qr]  # fmt: skip
     except FORMAT_ERRORS as err:
         lead = [str(f.get("data")), str(f.get("N")), exposures_text(f.get("exposures")), str(f.get("model"))]
-        return [*lead, unreadable(err), *[""] * (width - len(lead) - 1)]
+        return _missing_line(lead, err, width)
+
+
+def _missing_line(lead: list[str], err: BaseException, width: int) -> list[str]:
+    """A table line whose numbers could not be formatted: what names it, then why, padded to ``width``."""
+    return [*lead, unreadable(err), *[""] * (width - len(lead) - 1)]
 
 
 def peak_table(records: list[dict]) -> str:
@@ -150,7 +155,7 @@ def _peak_line(key: tuple, fp: list[dict], group: list[dict], laws: dict, width:
         return [*lead, f"{best['R']:.3f} ({best['model']})", "n/a" if law is None else f">= {law:g}", *qr,
                 f"{best['bits'] / (best['R_max'] * best['P']):.0%}"]  # fmt: skip
     except FORMAT_ERRORS as err:
-        return [*lead, unreadable(err), *[""] * (width - len(lead) - 1)]
+        return _missing_line(lead, err, width)
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:

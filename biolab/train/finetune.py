@@ -22,6 +22,7 @@ from biolab.config import from_dict
 from biolab.data.masking import masked_qa, qa_parts, split_ids, with_mask_token
 from biolab.data.tokens import Corpus, TextSet, pad_right
 from biolab.errors import ConfigError
+from biolab.io import file_sha256
 from biolab.model import is_masked_lm, load_pretrained
 from biolab.train.pretrain import (
     LOGGING_KEYS,
@@ -68,10 +69,8 @@ class FinetuneConfig:
 def finetune_configs(d: dict) -> tuple[FinetuneConfig, TrainConfig]:
     """A finetune preset (its own keys plus a nested ``train:``) as the two typed configs, validated."""
     own = {k: v for k, v in d.items() if k != "train"}
-    ft, tr = FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"], "finetune.train")
-    tr.validate()
-    ft.validate()
-    return ft, tr
+    # each from_dict validates: the train keys under the name the command line gives them
+    return FinetuneConfig.from_dict(own), TrainConfig.from_dict(d["train"], "finetune.train")
 
 
 def key_rows(layout: str, n_head: int, d_model: int) -> torch.Tensor:
@@ -260,7 +259,7 @@ def config_changes(config: dict, cfg: FinetuneConfig, train_cfg: TrainConfig, pr
         f"{named[section]}.{k}"
         for section, values in want.items()
         for k, v in values.items()
-        if k not in LOGGING_KEYS | {"name"} and (config.get(section) or {}).get(k) != v
+        if k not in LOGGING_KEYS and (config.get(section) or {}).get(k) != v
     ]
     then = Path(config.get("pretrained") or "")
     # a base no longer where it was is a root moved as a whole: the adapter finds its base itself
@@ -272,12 +271,8 @@ def config_changes(config: dict, cfg: FinetuneConfig, train_cfg: TrainConfig, pr
 def model_digest(model_dir: str | Path) -> str:
     """sha256 of a saved model's weights: what an evaluation of it records, so that one of other
     weights (a retrained run's) is never taken for it."""
-    h = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    return hashlib.sha256("".join(file_sha256(p) for p in files).encode()).hexdigest()
 
 
 def check_grid(grid, finetune_cfg: dict) -> dict:
