@@ -42,10 +42,12 @@ from biolab.data.dataset import read_meta
 from biolab.data.masking import with_mask_token
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
+from biolab.device import keep_freed_memory
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import check_writable, file_sha256, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
+from biolab.train.lm_loss import fused_head, lm_loss
 from biolab.train.metrics import bio_first_token_accuracy, corpus_attributes, eval_bios
 from biolab.train.mlm import MaskedStream
 
@@ -376,6 +378,8 @@ def train(
     check_run_dir(run_dir, overwrite)
     on_cpu_bf16 = cpu_autocast(cfg)
     accelerator = accelerator or Accelerator(mixed_precision="no" if on_cpu_bf16 else mixed_precision(cfg))
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()
     on_cpu_bf16 = on_cpu_bf16 and accelerator.device.type == "cpu"
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
     record = training_record(cfg, config, training_data, run_dir)
@@ -423,6 +427,10 @@ def train(
 
     logger = _Logger(run_dir, work, cfg, {**(config or {}), "train": asdict(cfg)}, main, meta)
     unwrapped = accelerator.unwrap_model(model)
+    # The LM head and loss fused (biolab.train.lm_loss) where it was measured: on the CPU, unwrapped
+    # and uncompiled. The GPU path keeps transformers' loss.
+    single = accelerator.device.type == "cpu" and accelerator.num_processes == 1 and not cfg.compile
+    fused = fused_head(unwrapped) if single else None
     peak = next((v for k, v in PEAK_FLOPS.items() if k in accelerator.device.type + _gpu_name()), None)
     flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
     rank, micro = accelerator.process_index, per_process // n_micro
@@ -449,7 +457,7 @@ def train(
                     with (
                         torch.autocast("cpu", dtype=torch.bfloat16) if on_cpu_bf16 else accelerator.autocast()
                     ):
-                        loss = model(**part).loss / n_micro
+                        loss = lm_loss(model, part, fused) / n_micro
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
