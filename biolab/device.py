@@ -3,6 +3,9 @@ machine before any work, or the best one here."""
 
 from __future__ import annotations
 
+import ctypes
+from functools import cache
+
 import torch
 
 from biolab.errors import ConfigError
@@ -27,3 +30,26 @@ def pick_device(asked: str | None = None) -> str:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device={asked}: biolab runs on cpu, cuda or mps")
     return str(device)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_MAX = 32 << 20  # the largest mmap threshold glibc takes on 64-bit
+
+
+@cache
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks up to 32 MiB in the heap for reuse instead of handing them back
+    to the kernel. A CPU training step allocates and frees the same few-MiB activations every step;
+    by default glibc returns each to the kernel and the next step faults the pages in again. Measured
+    on the tiny model (60 bf16 steps, one thread, 2-core AVX-512 BF16 CPU): 961k minor page faults and
+    1.9 s system time became 166k and 0.6 s, and tokens/s rose 9%. Memory held at the step's peak is
+    not given back while the process lives. A no-op (False) where libc is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # the trim threshold above the mmap one: a freed block at the heap's top stays too
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_MAX) and mallopt(_M_TRIM_THRESHOLD, 4 * _MMAP_MAX))

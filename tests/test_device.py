@@ -1,7 +1,9 @@
-"""scripts/device/: check_out.py (what the device tool brings back) and the GPU session's CPU dry run."""
+"""biolab.device (the CPU allocator), and scripts/device/: check_out.py (what the device tool brings
+back) and the GPU session's CPU dry run."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -93,3 +95,12 @@ def test_the_gpu_session_dry_run_end_to_end(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["dry_run"] is True and {p["phase"] for p in prov["phases"]} >= {"smoke", "fig3", "bench"}
     print(f"dry run: {time.time() - start:.0f} s; {sorted(p.name for p in out.iterdir())}")
+
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_takes_the_allocator_settings():
+    from biolab.device import keep_freed_memory
+
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # once a process: the second call changes nothing

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from biolab.device import keep_freed_memory
+
 # Room past the longest expected continuation, so that an overrun is seen as wrong, not cut to right.
 OVERRUN_TOKENS = 2
 
@@ -40,6 +42,8 @@ def generate_ids(
 ) -> list[list[int]]:  # fmt: skip
     """Greedy (or beam) continuations of token sequences, cut at EOS (the EOS itself dropped)."""
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch
     out: list[list[int]] = [[] for _ in seqs]

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biolab.data.tokens import pad_right
+from biolab.device import keep_freed_memory
 from biolab.io import atomic_write_text, file_sha256
 
 
@@ -52,6 +53,8 @@ def collect_states(
     if (positions >= lengths[:, None]).any():
         raise ValueError("a probe position lies beyond its sequence")
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
     n_layers = model.config.num_hidden_layers + 1
     out = np.zeros((len(seqs), n_layers, positions.shape[1], model.config.hidden_size), np.float16)
     # Sorting by length keeps padding (wasted compute) small.
