@@ -97,7 +97,6 @@ def test_the_gpu_session_dry_run_end_to_end(tmp_path):
     print(f"dry run: {time.time() - start:.0f} s; {sorted(p.name for p in out.iterdir())}")
 
 
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_glibc_takes_the_allocator_settings():
     from biolab.device import keep_freed_memory
