@@ -47,7 +47,6 @@ from biolab.errors import BiolabError, ConfigError
 from biolab.io import check_writable, file_sha256, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
 from biolab.status import read_status, write_status
-from biolab.train.attention import use_chunked_attention
 from biolab.train.lm_loss import fused_head, lm_loss
 from biolab.train.metrics import bio_first_token_accuracy, corpus_attributes, eval_bios
 from biolab.train.mlm import MaskedStream
@@ -395,11 +394,11 @@ def train(
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = make_model()
-    if on_cpu_bf16 and not use_chunked_attention(model):
+    if on_cpu_bf16:
         # Measured on a 2-core AVX-512 BF16 CPU (tiny model, 32 x 128, one thread): eager attention
         # under bf16 autocast 228 ms/step against 304 for SDPA's CPU flash kernel and 484 in fp32
-        # (results/bench/cpu_step.json); eager in chunks of sequences is faster still
-        # (biolab.train.attention), for the architectures it is checked on.
+        # (results/bench/cpu_step.json). Eager in chunks of a few sequences (scores kept in cache) was
+        # 1.6x faster for one attention layer alone but no faster in the loop (results/bench/cpu_levers.md).
         model.set_attn_implementation("eager")
     n_params = count_parameters(model, embeddings=False)
     params = [p for p in model.parameters() if p.requires_grad]
