@@ -99,7 +99,10 @@ def test_the_gpu_session_dry_run_end_to_end(tmp_path):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_glibc_takes_the_allocator_settings():
+    import torch
+
     from biolab.device import keep_freed_memory
 
-    assert keep_freed_memory() is True
-    assert keep_freed_memory() is True  # once a process: the second call changes nothing
+    assert keep_freed_memory("cpu") is True
+    assert keep_freed_memory(torch.device("cpu")) is True  # once a process: the second call changes nothing
+    assert keep_freed_memory("cuda") is False  # another device's work asks glibc nothing

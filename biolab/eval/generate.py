@@ -42,8 +42,7 @@ def generate_ids(
 ) -> list[list[int]]:  # fmt: skip
     """Greedy (or beam) continuations of token sequences, cut at EOS (the EOS itself dropped)."""
     device = next(model.parameters()).device
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch
     out: list[list[int]] = [[] for _ in seqs]

@@ -53,8 +53,7 @@ def collect_states(
     if (positions >= lengths[:, None]).any():
         raise ValueError("a probe position lies beyond its sequence")
     device = next(model.parameters()).device
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     n_layers = model.config.num_hidden_layers + 1
     out = np.zeros((len(seqs), n_layers, positions.shape[1], model.config.hidden_size), np.float16)
     # Sorting by length keeps padding (wasted compute) small.

@@ -378,9 +378,9 @@ def train(
     check_run_dir(run_dir, overwrite)
     on_cpu_bf16 = cpu_autocast(cfg)
     accelerator = accelerator or Accelerator(mixed_precision="no" if on_cpu_bf16 else mixed_precision(cfg))
-    if accelerator.device.type == "cpu":
-        keep_freed_memory()
-    on_cpu_bf16 = on_cpu_bf16 and accelerator.device.type == "cpu"
+    keep_freed_memory(accelerator.device)
+    on_cpu = accelerator.device.type == "cpu"
+    on_cpu_bf16 = on_cpu_bf16 and on_cpu
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
     record = training_record(cfg, config, training_data, run_dir)
     work, resume = _work_and_resume(accelerator, run_dir, overwrite, record, _train_section(config))
@@ -430,8 +430,8 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
     # The LM head and loss fused (biolab.train.lm_loss) where it was measured: on the CPU, unwrapped
     # and uncompiled. The GPU path keeps transformers' loss.
-    single = accelerator.device.type == "cpu" and accelerator.num_processes == 1 and not cfg.compile
-    fused = fused_head(unwrapped) if single else None
+    alone = on_cpu and accelerator.num_processes == 1 and not cfg.compile
+    fused_loss = fused_head(unwrapped) if alone else None
     peak = next((v for k, v in PEAK_FLOPS.items() if k in accelerator.device.type + _gpu_name()), None)
     flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
     rank, micro = accelerator.process_index, per_process // n_micro
@@ -458,7 +458,7 @@ def train(
                     with (
                         torch.autocast("cpu", dtype=torch.bfloat16) if on_cpu_bf16 else accelerator.autocast()
                     ):
-                        loss = lm_loss(model, part, fused) / n_micro
+                        loss = lm_loss(model, part, fused_loss) / n_micro
                     accelerator.backward(loss)
                 loss_sum += loss.detach()
             loss_value = accelerator.reduce(loss_sum, reduction="mean").item()
