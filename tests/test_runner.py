@@ -10,7 +10,7 @@ from biolab.console import report_progress
 from biolab.pipeline import runner
 from biolab.pipeline.cache import Kind, Stage
 from biolab.pipeline.plan import run_overrides
-from biolab.pipeline.runner import build_run, run_experiment
+from biolab.pipeline.runner import build_run, run_experiment, spread_shared_pretraining
 from biolab.status import write_status
 
 BANNER = "wandb: Tracking run with wandb version 0.31.0"
@@ -67,3 +67,12 @@ def test_workers_report_to_the_parent_which_prints_a_line_per_job(tmp_path, monk
 
 def test_verbose_does_not_rename_a_run():
     assert run_overrides(["verbose=true", "progress=false", "train.lr=0.001"]) == ["train.lr=0.001"]
+
+
+def test_runs_sharing_a_pretraining_are_not_started_side_by_side():
+    # a finetune grid of two points on each of three datasets: both workers would wait on one pretraining
+    runs = [{"stages": {"pretrain": f"pretrain/{p}"}} for p in ("a", "a", "b", "b", "c", "c")]
+    runs.append({"stages": {}})  # no pretraining: a group of its own
+    order = spread_shared_pretraining(runs)
+    assert order == [0, 2, 4, 6, 1, 3, 5]
+    assert spread_shared_pretraining([]) == []

@@ -110,7 +110,9 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
     try:
         start = (events, threads, os.getpid())
         with ProcessPoolExecutor(jobs, ctx, initializer=_start_worker, initargs=start) as pool:
-            futures = [pool.submit(_build_run_in_worker, run, root, strict, verbose) for run in runs]
+            order = spread_shared_pretraining(runs)
+            submitted = {i: pool.submit(_build_run_in_worker, runs[i], root, strict, verbose) for i in order}
+            futures = [submitted[i] for i in range(len(runs))]
             try:
                 wait(futures)
             except BaseException:  # Ctrl-C: the runs not started yet are not started any more
@@ -121,6 +123,18 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
         events.put(None)
         relay.join()
     return [f.result() for f in futures]
+
+
+def spread_shared_pretraining(runs: list[dict]) -> list[int]:
+    """The order to start ``runs`` in parallel: round-robin over their pretrainings, so that runs
+    sharing one (a finetune grid's points) are not started side by side, where all but one worker
+    would wait on the stage lock while other pretrainings could be built. Stable otherwise."""
+    groups: dict = {}
+    for i, run in enumerate(runs):
+        key = run.get("stages", {}).get("pretrain") or ("run", i)
+        groups.setdefault(str(key), []).append(i)
+    rounds = max(len(g) for g in groups.values()) if groups else 0
+    return [g[k] for k in range(rounds) for g in groups.values() if k < len(g)]
 
 
 def check_jobs(jobs) -> int:
