@@ -91,3 +91,15 @@ def test_a_validated_penalty_keeps_a_real_signal(solver):
 def test_bad_penalties_are_refused(l2):
     with pytest.raises(ValueError, match="probe.linear.l2"):
         LinearProbeConfig(l2=l2)
+
+
+def test_ridge_without_penalty_on_fewer_rows_than_features_interpolates():
+    # X'X singular with two dominant directions: float32 rounding breaks the Cholesky factor even with
+    # the 1e-6 ridge, and those groups are solved again in float64
+    x, y, classes = blobs(n=40, d=256)
+    x[:, :, :2] *= 100
+    x = x @ np.random.default_rng(1).normal(size=(256, 256)).astype(np.float32)
+    tr = np.arange(len(y)) < 20
+    cfg = LinearProbeConfig(solver="ridge", l2=0.0, val_fraction=0.0)
+    train_acc, test_acc = fit_linear_probes(x[tr], y[tr], x[~tr], y[~tr], classes, cfg)
+    assert np.isfinite(test_acc).all() and (train_acc == 1.0).all()  # 20 points, 257 weights: all fitted
