@@ -4,18 +4,37 @@ machine before any work, or the best one here."""
 from __future__ import annotations
 
 import ctypes
+import os
 from functools import cache
 
 import torch
 
 from biolab.errors import ConfigError
 
+ENV = "BIOLAB_DEVICE"  # the device every model-running stage uses, when set (e.g. cpu on a GPU machine)
+
+
+def default_device() -> str:
+    """The device a model runs on when nobody asked for one: ``$BIOLAB_DEVICE`` if set, else CUDA,
+    Apple MPS, the CPU, in that order (accelerate's own order, so training and evaluation agree)."""
+    asked = os.environ.get(ENV)
+    if asked:
+        try:
+            return pick_device(asked)
+        except ConfigError as err:
+            raise ConfigError(f"{ENV}={asked}: {err}") from None
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
 
 def pick_device(asked: str | None = None) -> str:
     """``asked`` (e.g. ``cuda``, ``cuda:1``, ``cpu``) if this machine has it, else a one-line error;
-    None: CUDA when available, else the CPU."""
+    None: ``default_device()``. Every stage that runs a model takes its device from here."""
     if asked is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return default_device()
     try:
         device = torch.device(asked)
     except (RuntimeError, TypeError):
@@ -30,6 +49,11 @@ def pick_device(asked: str | None = None) -> str:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device={asked}: biolab runs on cpu, cuda or mps")
     return str(device)
+
+
+def on_accelerator(device: str | torch.device) -> bool:
+    """Whether ``device`` is a GPU (CUDA or MPS): evaluation takes its larger batches there."""
+    return torch.device(device).type in ("cuda", "mps")
 
 
 # glibc's mallopt parameters (malloc.h)

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from biolab.config import from_dict
+from biolab.device import pick_device
 from biolab.errors import ConfigError
 
 ARCHS = ("gpt_neox", "gpt2", "llama", "modernbert")
@@ -281,9 +282,11 @@ def _auto_for(path: Path):
     return AutoModelForMaskedLM if saved_masked_lm(path) else AutoModelForCausalLM
 
 
-def load_model(path: str | Path, key: str = "model_dir"):
-    """(model in eval mode, tokenizer) from a model folder or a peft adapter folder (merged for speed);
-    ``key`` names ``path`` in the error for a folder that is neither."""
+def load_model(path: str | Path, key: str = "model_dir", device: str | None = None):
+    """(model in eval mode on ``device``, tokenizer) from a model folder or a peft adapter folder
+    (merged for speed); ``key`` names ``path`` in the error for a folder that is neither. ``device``
+    None: ``biolab.device.pick_device``'s choice (CUDA, MPS, else the CPU)."""
+    device = pick_device(device)  # before loading: a bad device is a one-line error
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -305,7 +308,7 @@ def load_model(path: str | Path, key: str = "model_dir"):
         model = _auto_for(path).from_pretrained(str(path))
     else:
         raise not_a_model(path, key)
-    return model.float().eval(), AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return model.float().eval().to(device), AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 TRAINING_DATA = "training_data.json"  # beside the weights: the dataset a model was trained on

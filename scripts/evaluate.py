@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from biolab.cli import hydra_main
 from biolab.data.dataset import verify_dataset
 from biolab.data.people import SPLITS
+from biolab.device import pick_device
 from biolab.errors import ConfigError
 from biolab.eval.qa import EvalConfig, check_qa_dataset, evaluate_qa
 from biolab.io import check_writable
@@ -28,9 +29,12 @@ def main(cfg) -> None:
     if cfg.split not in ("train", "test", "both"):
         raise ConfigError(f"split must be train, test or both, got {cfg.split!r}")
     try:  # the same checks as a finetune's eval section, whose keys are top-level here
-        EvalConfig.from_dict({k: cfg[k] for k in ("max_people", "batch_size", "num_beams")})
+        e = EvalConfig.from_dict(
+            {k: cfg[k] for k in ("max_people", "batch_size", "gpu_batch_size", "num_beams")}
+        )
     except ConfigError as err:
         raise ConfigError(str(err).replace("eval.", "")) from None
+    device = pick_device(cfg.device)
     meta = verify_dataset(cfg.data_dir)
     check_qa_dataset(meta, cfg.data_dir)
     model_dir = Path(cfg.model_dir)
@@ -40,9 +44,11 @@ def main(cfg) -> None:
     warning = check_training_data(model_dir, meta, cfg.allow_other_data)
     if warning:
         print(warning, file=sys.stderr)
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_model(model_dir, device=device)
     splits = SPLITS if cfg.split == "both" else (cfg.split,)
-    evaluate_qa(model, tokenizer, cfg.data_dir, out, splits, cfg.max_people, cfg.batch_size, cfg.num_beams)
+    evaluate_qa(
+        model, tokenizer, cfg.data_dir, out, splits, cfg.max_people, e.batch_size_on(device), cfg.num_beams
+    )
 
 
 if __name__ == "__main__":

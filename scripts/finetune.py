@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from biolab.cli import hydra_main
 from biolab.data.dataset import read_meta
 from biolab.data.tokens import Corpus, prepare_corpus
+from biolab.device import pick_device
 from biolab.errors import ConfigError
 from biolab.eval.qa import EvalConfig, check_qa_dataset, evaluate_qa, metrics_table
 from biolab.io import write_json
@@ -124,10 +125,11 @@ def evaluated(run: Path, data_dir: Path, eval_cfg: EvalConfig, reuse: bool, prog
     metrics = reusable_eval(run, data_dir, eval_cfg) if reuse else None
     if metrics is not None:
         return metrics
-    model, tokenizer = load_model(run / "model")
+    device = pick_device()
+    model, tokenizer = load_model(run / "model", device=device)
     return evaluate_qa(
         model, tokenizer, data_dir, run / "eval", max_people=eval_cfg.max_people,
-        batch_size=eval_cfg.batch_size, num_beams=eval_cfg.num_beams, progress=progress,
+        batch_size=eval_cfg.batch_size_on(device), num_beams=eval_cfg.num_beams, progress=progress,
         extra={"model_sha256": model_digest(run / "model")},
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ from biolab.data.dataset import DataConfig, read_meta
 from biolab.data.tokens import Corpus, TokenizerConfig, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
-from biolab.train.pretrain import TrainConfig, check_run_dir, micro_batches, mixed_precision, pretrain
+from biolab.train.pretrain import TrainConfig, check_run_dir, make_accelerator, micro_batches, pretrain
 
 
 @hydra_main("pretrain")
@@ -25,7 +25,6 @@ def main(cfg) -> None:
     finished run in a hidden .RUN.overwrite beside it, moved in only once done. RUN must be new, empty,
     or a run of this script.
     """
-    from accelerate import Accelerator
 
     if OmegaConf.is_missing(cfg, "out"):
         raise ConfigError("out=RUN is required (the run folder)")
@@ -39,7 +38,7 @@ def main(cfg) -> None:
     if cfg.data_dir is not None:
         read_meta(cfg.data_dir)
     check_run_dir(cfg.out, cfg.overwrite)
-    accelerator = Accelerator(mixed_precision=mixed_precision(train_cfg))
+    accelerator = make_accelerator(train_cfg)
     micro_batches(train_cfg, accelerator.num_processes)  # fail before any work
     with accelerator.main_process_first():
         corpus_dir = prepare_corpus(

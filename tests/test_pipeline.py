@@ -160,3 +160,36 @@ def test_a_stage_s_wandb_run_is_named_grouped_and_tagged_by_the_run_that_built_i
     assert meta["config"]["inputs"] == {"corpus": "corpus/abc123"}
     metrics = {"splits": {"test": {"exact_match": {"birth_date": 0.5, "mean": 0.25}}}}
     assert exact_match_summary(metrics) == {"exact_match/test/birth_date": 0.5, "exact_match/test/mean": 0.25}
+
+
+@pytest.mark.slow
+def test_every_model_running_stage_takes_its_device_from_pick_device(tmp_path, monkeypatch):
+    """One device choice (biolab.device.pick_device, whose default is default_device): every kind
+    that runs a model asks it, so a GPU machine evaluates, probes and scores on the GPU as it trains."""
+    import inspect
+
+    from biolab import device
+    from biolab.pipeline.kinds import KINDS
+
+    asked_by = set()
+    builds = {k.build.__name__ for k in KINDS.values()}
+
+    def spy():
+        asked_by.update(f.function for f in inspect.stack() if f.function in builds)
+        return "cpu"
+
+    monkeypatch.setattr(device, "default_device", spy)
+    every = [*TINY, "data.n_people=20", "probes=[p_fast]", "memorization.enabled=true",
+             "capacity.enabled=true", "capacity.quantize=[]", "manipulation.tasks=[birth_day]",
+             "manipulation.modes=[finetune,mixed]"]  # fmt: skip
+    for qa_eval in ("finetune", "direct"):
+        runs = plan([*every, f"qa_eval={qa_eval}"])
+        manifests = run_experiment(runs, tmp_path, progress=False, log=lambda m: None)
+        stage = json.loads(manifests[0].read_text())["stages"]["eval"]
+        metrics = json.loads((tmp_path / stage / "eval" / "metrics.json").read_text())
+        assert metrics["device"] == "cpu"  # what it ran on, recorded
+    runs_model = {k.build.__name__ for k in KINDS.values() if k.runs_model}
+    kinds = ("pretrain", "finetune", "evaluate", "probe", "memorization", "capacity", "task_finetune",
+             "task_mixed", "task_eval")  # fmt: skip
+    assert runs_model == {f"build_{k}" for k in kinds}
+    assert asked_by == runs_model  # and no kind that only writes files asks

@@ -62,13 +62,15 @@ class Kind:
     names the run that asked for the stage first (experiment, data, scale: for logging only, never
     part of the key, since a stage is shared by every run that needs it); ``check(config)``
     raises ConfigError on a bad config before any work starts; a ``resumable`` kind builds in its
-    own folder and picks up where a killed build stopped."""
+    own folder and picks up where a killed build stopped; a kind that ``runs_model`` takes its device
+    from ``biolab.device.pick_device`` (tests/test_pipeline.py holds every such kind to it)."""
 
     name: str
     outputs: tuple[str, ...]
     build: Callable[..., dict | None]
     check: Callable[[dict], None] = no_check
     resumable: bool = False
+    runs_model: bool = False
 
 
 class StageError(BiolabError):

@@ -16,6 +16,7 @@ from biolab.data.dataset import DataConfig, write_dataset
 from biolab.data.manipulation import validate_task, write_task_set
 from biolab.data.task_tokens import load_task_texts, tokenize_task_set
 from biolab.data.tokens import Corpus, TokenizerConfig, load_tokenizer, tokenize_dataset
+from biolab.device import pick_device
 from biolab.errors import ConfigError
 from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.eval.memorization import MemorizationConfig, bio_completion, verbatim
@@ -65,10 +66,12 @@ def check_training(cfg: dict) -> None:
 
 
 def evaluate_model(cfg: dict, data: Path, model_dir: Path, out: Path, progress: bool) -> dict:
-    model, tokenizer = load_model(model_dir)
+    device = pick_device()
+    model, tokenizer = load_model(model_dir, device=device)
     e = EvalConfig.from_dict(cfg["eval"])
     return evaluate_qa(model, tokenizer, data, Path(out) / "eval", max_people=e.max_people,
-                       batch_size=e.batch_size, num_beams=e.num_beams, progress=progress)  # fmt: skip
+                       batch_size=e.batch_size_on(device), num_beams=e.num_beams,
+                       progress=progress)  # fmt: skip
 
 
 def exact_match_summary(metrics: dict) -> dict:
@@ -174,17 +177,23 @@ def build_task_mixed(cfg: dict, inputs: dict, out: Path, progress: bool, context
 
 
 def build_task_eval(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
-    model, tokenizer = load_model(Path(inputs["model"]) / "model")
+    device = pick_device()
+    model, tokenizer = load_model(Path(inputs["model"]) / "model", device=device)
     e = cfg["eval"]
     evaluate_task_set(
         model, tokenizer, inputs["tasks"], Path(out) / "eval", max_items=e["max_items"],
-        batch_size=e["batch_size"], num_beams=e["num_beams"], progress=progress,
+        batch_size=task_eval_config(cfg).batch_size_on(device), num_beams=e["num_beams"], progress=progress,
     )  # fmt: skip
+
+
+def task_eval_config(cfg: dict) -> EvalConfig:
+    """A task evaluation's generation keys (max_items aside) as an EvalConfig."""
+    return EvalConfig.from_dict({k: v for k, v in cfg["eval"].items() if k != "max_items"})
 
 
 def check_task_eval(cfg: dict) -> None:
     e = cfg["eval"]
-    EvalConfig.from_dict({"batch_size": e["batch_size"], "num_beams": e["num_beams"]})
+    task_eval_config(cfg)
     if e["max_items"] is not None and (not isinstance(e["max_items"], int) or e["max_items"] < 1):
         raise ConfigError(f"max_items must be null or an int >= 1, got {e['max_items']!r}")
 
@@ -192,17 +201,20 @@ def check_task_eval(cfg: dict) -> None:
 DATA = Kind("data", ("meta.json", "people.jsonl", "bios.jsonl", "qa.jsonl"), build_data, DataConfig.from_dict)
 CORPUS = Kind("corpus", ("meta.json", "bios.bin", "bios.npz", "qa.bin", "qa.npz", "tokenizer"), build_corpus,
               check_corpus)  # fmt: skip
-PRETRAIN = Kind("pretrain", ("model",), build_pretrain, check_training, resumable=True)
-FINETUNE = Kind("finetune", ("model", "eval/metrics.json"), build_finetune, check_finetune, resumable=True)
-EVALUATE = Kind("evaluate", ("eval/metrics.json",), build_evaluate, check_evaluate)
-PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True)
-MEMORIZATION = Kind("memorization", ("memorization.json",), build_memorization, check_memorization)
-CAPACITY = Kind("capacity", ("capacity.json",), build_capacity, check_capacity)
+PRETRAIN = Kind("pretrain", ("model",), build_pretrain, check_training, resumable=True, runs_model=True)
+FINETUNE = Kind("finetune", ("model", "eval/metrics.json"), build_finetune, check_finetune, resumable=True,
+                runs_model=True)  # fmt: skip
+EVALUATE = Kind("evaluate", ("eval/metrics.json",), build_evaluate, check_evaluate, runs_model=True)
+PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True, runs_model=True)
+MEMORIZATION = Kind("memorization", ("memorization.json",), build_memorization, check_memorization,
+                    runs_model=True)  # fmt: skip
+CAPACITY = Kind("capacity", ("capacity.json",), build_capacity, check_capacity, runs_model=True)
 TASKS = Kind("tasks", ("meta.json", "items.jsonl", "items.bin", "items.npz", "items.json"), build_tasks,
              check_tasks)  # fmt: skip
-TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_finetune, resumable=True)
-TASK_MIXED = Kind("task_mixed", ("model",), build_task_mixed, check_training, resumable=True)
-TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval)
+TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_finetune, resumable=True,
+                     runs_model=True)  # fmt: skip
+TASK_MIXED = Kind("task_mixed", ("model",), build_task_mixed, check_training, resumable=True, runs_model=True)
+TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval, runs_model=True)
 
 KINDS = {k.name: k for k in (DATA, CORPUS, PRETRAIN, FINETUNE, EVALUATE, PROBE, MEMORIZATION, CAPACITY,
                              TASKS, TASK_FINETUNE, TASK_MIXED, TASK_EVAL)}  # fmt: skip

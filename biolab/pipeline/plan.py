@@ -165,8 +165,9 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
     if not specs:
         return stages, fields, build
     ft = OmegaConf.to_container(OmegaConf.merge(cfg["finetune"], m.finetune), resolve=True)
-    ev = {"max_items": m.max_items, "batch_size": cfg["eval"]["batch_size"],
-          "num_beams": cfg["eval"]["num_beams"]}  # fmt: skip
+    e = EvalConfig.from_dict(cfg["eval"])
+    ev = stage_keys("eval", {"max_items": m.max_items, "batch_size": e.batch_size, "num_beams": e.num_beams,
+                             "gpu_batch_size": e.gpu_batch_size})  # fmt: skip
     stages["manipulation"], fields["manipulation"] = {}, {}
     for spec in specs:
         task_cfg = {k: spec[k] for k in ("task", *TASK_KEYS)}
@@ -272,10 +273,23 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
         raise ConfigError(f"{what}: its answer masks are filled at once, so eval.num_beams must be 1")
 
 
+# Keys that came after many roots were built, with the value that means "as before": a stage config
+# leaves them out at that value, so those roots' stage keys hold.
+ADDED_LATER = {
+    "train": {"exposures": None, "min_steps": None},
+    "eval": {"gpu_batch_size": EvalConfig.gpu_batch_size},
+}
+
+
+def stage_keys(section: str, d: dict) -> dict:
+    """A config ``section`` as its stage key holds it: ADDED_LATER's keys left out at their old value."""
+    later = ADDED_LATER[section]
+    return {k: v for k, v in d.items() if k not in later or v != later[k]}
+
+
 def train_keys(train: dict) -> dict:
-    """A pretraining's train keys as its stage key holds them: ``exposures`` and ``min_steps`` came after
-    many roots were built, so they are left out while unset (their pretraining keys hold)."""
-    return {k: v for k, v in train.items() if k not in ("exposures", "min_steps") or v is not None}
+    """A pretraining's train keys as its stage key holds them (``exposures`` and ``min_steps`` unset)."""
+    return stage_keys("train", train)
 
 
 def plan_runs(
@@ -306,6 +320,7 @@ def plan_runs(
         for name, p in (probes or {}).items()
     }
     evals: list[tuple[str, Stage | None, dict | None]] = []
+    eval_keys = stage_keys("eval", cfg["eval"])
     if cfg["qa_eval"] == "finetune":
         for name, overrides in expand_grid(cfg.get("grid") or {}):
             if any(not o.startswith("finetune.") for o in overrides):
@@ -313,10 +328,10 @@ def plan_runs(
             merged = OmegaConf.merge({"finetune": cfg["finetune"]}, OmegaConf.from_dotlist(overrides))
             ft = OmegaConf.to_container(merged, resolve=True)["finetune"]
             inputs = {"pretrain": pretrain, "data": data, "corpus": corpus}
-            evals.append((name, Stage(FINETUNE, {"finetune": ft, "eval": cfg["eval"]}, inputs), ft))
+            evals.append((name, Stage(FINETUNE, {"finetune": ft, "eval": eval_keys}, inputs), ft))
     elif cfg["qa_eval"] == "direct":
         evals.append(
-            ("run", Stage(EVALUATE, {"eval": cfg["eval"]}, {"pretrain": pretrain, "data": data}), None)
+            ("run", Stage(EVALUATE, {"eval": eval_keys}, {"pretrain": pretrain, "data": data}), None)
         )
     else:
         evals.append(("run", None, None))

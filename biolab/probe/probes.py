@@ -249,10 +249,9 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
     if read_meta(data_dir)["config"].get("style") == BIOD:
         raise ConfigError(f"data_dir={data_dir} is bioD: its attributes are not the six a probe task reads")
     started = time.time()
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_model(model_dir, device=device)
     if is_masked_lm(model) and cfg.kind.startswith("p_"):
         raise ConfigError(f"{model_dir} is a masked LM: a bio position sees the values; use a q probe")
-    model.to(device)
     data = load_probe_data(data_dir, tokenizer, cfg.max_people, probe_entries(cfg, data_dir))
     if data.entry is not None:  # P_test is scored on `entry` alone: its other entries are not read
         data = data.take(np.flatnonzero(data.train | (data.entry == cfg.entry)))

@@ -42,7 +42,7 @@ from biolab.data.dataset import read_meta
 from biolab.data.masking import with_mask_token
 from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
-from biolab.device import keep_freed_memory
+from biolab.device import keep_freed_memory, pick_device
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import check_writable, file_sha256, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
@@ -191,12 +191,14 @@ def cpu_bf16_is_fast() -> bool:
     return seconds(a.bfloat16()) <= seconds(a)
 
 
-def mixed_precision(cfg: TrainConfig) -> str:
-    """The mixed precision ``cfg.precision`` means on this machine: bf16 asked on a CPU that only
-    emulates it trains in fp32, with a warning (the run's config.json records ``precision_used``)."""
+def mixed_precision(cfg: TrainConfig, device: str | None = None) -> str:
+    """The mixed precision ``cfg.precision`` means on ``device`` (None: ``pick_device``'s): auto is
+    bf16 on CUDA only; bf16 asked on a CPU that only emulates it trains in fp32, with a warning (the
+    run's config.json records ``precision_used``)."""
+    kind = torch.device(pick_device(device)).type
     if cfg.precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    if cfg.precision == "bf16" and not torch.cuda.is_available() and not cpu_bf16_is_fast():
+        return "bf16" if kind == "cuda" else "no"
+    if cfg.precision == "bf16" and kind == "cpu" and not cpu_bf16_is_fast():
         _warn_once(
             "train.precision=bf16: this CPU computes bf16 more slowly than fp32 (no native bf16), "
             "so training runs in fp32"
@@ -210,11 +212,22 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def cpu_autocast(cfg: TrainConfig) -> bool:
-    """bf16 on a machine without CUDA: our own ``torch.autocast`` rather than accelerate's, whose
-    precision is process-wide state (a bf16 pretraining, then an fp32 finetune in the same process
-    would be refused)."""
-    return mixed_precision(cfg) == "bf16" and not torch.cuda.is_available()
+def cpu_autocast(cfg: TrainConfig, device: str | None = None) -> bool:
+    """bf16 on the CPU: our own ``torch.autocast`` rather than accelerate's, whose precision is
+    process-wide state (a bf16 pretraining, then an fp32 finetune in the same process would be
+    refused)."""
+    device = pick_device(device)
+    return torch.device(device).type == "cpu" and mixed_precision(cfg, device) == "bf16"
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An Accelerator on ``pick_device``'s device (the one every model-running stage uses) with
+    ``cfg``'s precision there; bf16 on the CPU is left to ``cpu_autocast``."""
+    from accelerate import Accelerator
+
+    device = pick_device()
+    precision = "no" if cpu_autocast(cfg, device) else mixed_precision(cfg, device)
+    return Accelerator(mixed_precision=precision, cpu=torch.device(device).type == "cpu")
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -369,18 +382,16 @@ def train(
     ``config``, merged into the wandb config) goes to ``wandb.init``. ``training_data`` (the
     dataset's name and file hashes, ``corpus_training_data``) is saved beside the final weights, so
     evaluate and probe can tell a model's own dataset from another."""
-    from accelerate import Accelerator
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     run_dir = Path(run_dir)
     cfg.validate()
     meta = check_wandb_meta(wandb_meta)
     check_run_dir(run_dir, overwrite)
-    on_cpu_bf16 = cpu_autocast(cfg)
-    accelerator = accelerator or Accelerator(mixed_precision="no" if on_cpu_bf16 else mixed_precision(cfg))
+    accelerator = accelerator or make_accelerator(cfg)
     keep_freed_memory(accelerator.device)
     on_cpu = accelerator.device.type == "cpu"
-    on_cpu_bf16 = on_cpu_bf16 and on_cpu
+    on_cpu_bf16 = cpu_autocast(cfg, str(accelerator.device))
     per_process, n_micro = micro_batches(cfg, accelerator.num_processes)
     record = training_record(cfg, config, training_data, run_dir)
     work, resume = _work_and_resume(accelerator, run_dir, overwrite, record, _train_section(config))
@@ -432,7 +443,7 @@ def train(
     # and uncompiled. The GPU path keeps transformers' loss.
     alone = on_cpu and accelerator.num_processes == 1 and not cfg.compile
     fused_loss = fused_head(unwrapped) if alone else None
-    peak = next((v for k, v in PEAK_FLOPS.items() if k in accelerator.device.type + _gpu_name()), None)
+    peak = peak_flops(accelerator.device)
     flops_tok = flops_per_token(flops_cfg, n_params, cfg.ctx) if flops_cfg is not None else None
     rank, micro = accelerator.process_index, per_process // n_micro
     bar = tqdm(total=cfg.steps, initial=start_step, desc=run_dir.name, disable=not (main and progress))
@@ -599,8 +610,11 @@ class _StateBox:
         self.stream.load_state_dict(state)
 
 
-def _gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+def peak_flops(device: str | torch.device) -> float | None:
+    """Dense bf16 FLOP/s of ``device`` for MFU (PEAK_FLOPS), None for a device not listed there."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
 def _save_model(model, tokenizer, out: Path, training_data: dict | None = None) -> None:
