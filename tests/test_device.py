@@ -157,3 +157,20 @@ def test_glibc_takes_the_allocator_settings():
     assert keep_freed_memory("cpu") is True
     assert keep_freed_memory(torch.device("cpu")) is True  # once a process: the second call changes nothing
     assert keep_freed_memory("cuda") is False  # another device's work asks glibc nothing
+
+
+def test_the_one_device_choice_and_its_environment_override(monkeypatch):
+    import torch
+
+    from biolab.device import default_device, on_accelerator, pick_device
+    from biolab.errors import ConfigError
+
+    monkeypatch.delenv("BIOLAB_DEVICE", raising=False)
+    best = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert default_device() == pick_device() == best
+    monkeypatch.setenv("BIOLAB_DEVICE", "cpu")  # a GPU machine told to stay on the CPU
+    assert pick_device() == "cpu" and pick_device("cpu") == "cpu"
+    monkeypatch.setenv("BIOLAB_DEVICE", "gpu0")
+    with pytest.raises(ConfigError, match=r"^BIOLAB_DEVICE=gpu0: device='gpu0' is not a device name"):
+        pick_device()
+    assert on_accelerator("cuda:1") and on_accelerator("mps") and not on_accelerator("cpu")
