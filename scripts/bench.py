@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose
 from biolab.data.dataset import DataConfig, write_dataset
+from biolab.io import atomic_write_text
 from biolab.status import device_name, git_commit, versions
 
 
@@ -130,10 +131,10 @@ def _training_inputs(args, tmp: Path):
     )
 
 
-def bench_pretrain_cmd(args, tmp: Path) -> dict:
+def bench_pretrain_cmd(args, tmp: Path, emit=None) -> dict:
     from biolab.train.bench import bench_pretrain
 
-    return bench_pretrain(*_training_inputs(args, tmp), warmup=args.warmup, repeats=args.repeats)
+    return bench_pretrain(*_training_inputs(args, tmp), warmup=args.warmup, repeats=args.repeats, emit=emit)
 
 
 def bench_step_cmd(args, tmp: Path) -> dict:
@@ -151,37 +152,57 @@ def bench_roofline_cmd(args, tmp: Path, inputs=None) -> dict:
     return bench_roofline(*(inputs or _training_inputs(args, tmp)), warmup=args.warmup)
 
 
-def bench_eval_cmd(args, tmp: Path) -> dict:
-    """Batched generation vs one generate call per question, same model and prompts."""
+def bench_eval_cmd(args, tmp: Path, emit=None) -> dict:
+    """QA generation on pick_device's device: every question in batches (``--batch-size``, default
+    the evaluation's own batch there), then the first ``--single`` one generate call each, same
+    model and prompts; questions/s and whether the answers agree."""
     from biolab.data.qa import format_prompt
     from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.device import pick_device
     from biolab.eval.generate import generate_answers
-    from biolab.eval.qa import qa_items
+    from biolab.eval.qa import EvalConfig, qa_items
     from biolab.model import ModelConfig, build_model
 
+    device = pick_device()
     corpus = Corpus(prepare_corpus(tmp, data_config(args.data, args.n_people), vocab_size=args.vocab_size))
     model_cfg = ModelConfig.from_dict(
         OmegaConf.to_container(compose("pretrain", [f"model={args.model}"]).model)
     )
-    model = build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos).eval()
-    prompts = [format_prompt(q["question"]) for q in qa_items(tmp / "data", ("test",))][: args.questions]
+    model = build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos).eval().to(device)
+    prompts = [format_prompt(q["question"]) for q in qa_items(tmp / "data", ("train", "test"))][
+        : args.questions
+    ]
     tok = corpus.tokenizer()
+    batch = args.batch_size or EvalConfig().batch_size_on(device)
+    result = {"model": args.model, "torch_device": device, "questions": len(prompts), "batch_size": batch,
+              "max_new_tokens": 16}  # fmt: skip
+    _sync(device)
     start = time.perf_counter()
-    batched = generate_answers(model, tok, prompts, batch_size=args.batch_size, max_new_tokens=16)
+    batched = generate_answers(model, tok, prompts, batch_size=batch, max_new_tokens=16, progress=False)
+    _sync(device)
     t_batched = time.perf_counter() - start
+    result.update(seconds_batched=round(t_batched, 3), questions_per_s=round(len(prompts) / t_batched, 1))
+    if emit is not None:
+        emit(result)
+    few = prompts[: args.single]
     start = time.perf_counter()
-    single = [generate_answers(model, tok, [p], batch_size=1, max_new_tokens=16)[0] for p in prompts]
+    single = [
+        generate_answers(model, tok, [p], batch_size=1, max_new_tokens=16, progress=False)[0] for p in few
+    ]
+    _sync(device)
     t_single = time.perf_counter() - start
-    return {
-        "model": args.model,
-        "questions": len(prompts),
-        "batch_size": args.batch_size,
-        "max_new_tokens": 16,
-        "seconds_batched": round(t_batched, 2),
-        "seconds_one_at_a_time": round(t_single, 2),
-        "speedup": round(t_single / t_batched, 1),
-        "same_predictions": batched == single,
-    }
+    per_question = t_single / max(1, len(few))
+    result.update(single_questions=len(few), seconds_one_at_a_time=round(t_single, 3),
+                  speedup=round(per_question / (t_batched / len(prompts)), 1),
+                  same_predictions=batched[: len(few)] == single)  # fmt: skip
+    return result
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 def bench_probe_cmd(args, tmp: Path) -> dict:
@@ -252,16 +273,25 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="data: skip the plain-Python yardstick")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--set", nargs="*", default=[], help="more pretrain overrides, e.g. model.n_layer=8")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="training: sequences per step (32); eval: questions per generate call "
+        "(the evaluation's: eval.batch_size on a CPU, eval.gpu_batch_size on a GPU)",
+    )
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3, help="pretrain: runs of each loop, interleaved")
-    ap.add_argument("--questions", type=int, default=300, help="eval: questions to answer")
+    ap.add_argument("--questions", type=int, default=300, help="eval: questions to answer in batches")
+    ap.add_argument("--single", type=int, default=64, help="eval: of those, answered one generate call each")
     ap.add_argument("--stack", type=int, default=4, help="stack: models trained together")
     ap.add_argument("--threads", type=int, default=1, help="stack: torch threads")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
+    if args.batch_size is None and args.what != "eval":
+        args.batch_size = 32
     if args.n_people is None:
         args.n_people = 1000 if args.what in ("pretrain", "step", "roofline", "eval", "probe") else 100_000
     run = {
@@ -274,19 +304,25 @@ def main() -> None:
         "probe": bench_probe_cmd,
         "stack": bench_stack_cmd,
     }[args.what]
+    start = time.time()
+
+    def record(result: dict, finished: bool) -> str:
+        """The result with its provenance, written to --out (atomically) at once."""
+        text = json.dumps({
+            "bench": args.what, "data": args.data, "n_people": args.n_people, **result, "finished": finished,
+            "command": "python scripts/bench.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(),
+            "device": device_name(), "wall_seconds": round(time.time() - start, 1), **versions(),
+        }, indent=2)  # fmt: skip
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(args.out), text + "\n")
+        return text
+
+    # pretrain and eval hand over what they measured so far: a bench cut short still leaves it
+    partial = {"emit": lambda result: record(result, False)} if args.what in ("pretrain", "eval") else {}
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.time()
-        result = run(args, Path(tmp))
-    result = {
-        "bench": args.what, "data": args.data, "n_people": args.n_people, **result,
-        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(),
-        "device": device_name(), "wall_seconds": round(time.time() - start, 1), **versions(),
-    }  # fmt: skip
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        result = run(args, Path(tmp), **partial)
+    print(record(result, True))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,35 @@ from biolab.train.pretrain import TrainConfig
 def test_pretrain_bench_reports_all_three_loops(tmp_path):
     corpus = Corpus(prepare_corpus(tmp_path, DataConfig(n_people=40), vocab_size=300))
     model = ModelConfig(name="test", n_layer=1, n_head=2, d_model=32, max_positions=64)
-    result = bench_pretrain(
-        corpus, model, TrainConfig(steps=4, batch_size=2, ctx=16, warmup_steps=1), warmup=2
-    )
+    partial = []
+    cfg = TrainConfig(steps=4, batch_size=2, ctx=16, warmup_steps=1)
+    result = bench_pretrain(corpus, model, cfg, warmup=2, emit=partial.append)
     assert set(result["tokens_per_s"]) == {"biolab", "hf_trainer", "plain_torch"}
     assert all(v > 0 for v in result["tokens_per_s"].values())
+    assert result["torch_device"] == "cpu" and result["mfu"] is None  # no known peak for a CPU
+    # what each loop measured is handed over as soon as it is measured
+    assert [sorted(p["tokens_per_s"]) for p in partial] == [
+        ["biolab"],
+        ["biolab", "hf_trainer"],
+        ["biolab", "hf_trainer", "plain_torch"],
+    ]
+
+
+def test_eval_bench_writes_its_json_as_each_part_finishes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "eval.json"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+    args = ["eval", "--model", "tiny", "--n-people", "12", "--vocab-size", "300", "--questions", "10",
+            "--single", "2", "--out", str(out)]  # fmt: skip
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["finished"] and result["torch_device"] == "cpu" and result["batch_size"] == 128
+    assert result["questions"] == 10 and result["single_questions"] == 2 and result["same_predictions"]
 
 
 def test_cpu_step_bench_times_each_variant_and_names_the_biggest_ops(tmp_path):

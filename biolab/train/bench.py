@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from biolab.data.tokens import Corpus
-from biolab.model import ModelConfig, build_model, flops_per_token
-from biolab.train.pretrain import TrainConfig, make_stream, mixed_precision, pretrain
+from biolab.device import pick_device
+from biolab.model import ModelConfig, build_model, count_parameters, flops_per_token
+from biolab.train.pretrain import TrainConfig, make_stream, mixed_precision, peak_flops, pretrain
 from biolab.train.roofline import linear_layers, step_matmuls
 from biolab.train.roofline import roofline as measure
 
@@ -31,31 +32,46 @@ def _fresh_model(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig):
     return build_model(model_cfg, corpus.vocab_size, corpus.eos, corpus.pad, corpus.eos)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_plain(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int) -> float:
-    model = _fresh_model(corpus, model_cfg, cfg).train()
+    """The textbook loop on pick_device's device, under bf16 autocast where ``cfg`` trains in bf16."""
+    device = torch.device(pick_device())
+    bf16 = mixed_precision(cfg, str(device)) == "bf16"
+    model = _fresh_model(corpus, model_cfg, cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-    data = torch.from_numpy(_windows(corpus, cfg))
+    data = torch.from_numpy(_windows(corpus, cfg)).to(device)
     for step in range(cfg.steps):
         if step == warmup:
+            _sync(device)
             start = time.perf_counter()
         x = data[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        loss = model(input_ids=x, labels=x).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    _sync(device)
     return (cfg.steps - warmup) * cfg.batch_size * cfg.ctx / (time.perf_counter() - start)
 
 
 def bench_hf_trainer(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int) -> float:
+    """transformers' Trainer on the same device and precision (its own bf16 where ``cfg``'s is)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    device = torch.device(pick_device())
     data = torch.from_numpy(_windows(corpus, cfg))
     rows = [{"input_ids": x, "labels": x} for x in data]
     stamps: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
             stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +80,7 @@ def bench_hf_trainer(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, w
             learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_epsilon=cfg.adam_eps,
             adam_beta2=cfg.adam_beta2, max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_steps,
             lr_scheduler_type="cosine", save_strategy="no", report_to=[], logging_strategy="no",
-            disable_tqdm=True, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+            disable_tqdm=True, use_cpu=device.type == "cpu", bf16=mixed_precision(cfg, str(device)) == "bf16",
             dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
         )  # fmt: skip
         model = _fresh_model(corpus, model_cfg, cfg)
@@ -87,25 +103,37 @@ def bench_ours(corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup:
 
 
 def bench_pretrain(
-    corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int = 5, repeats: int = 1
+    corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig, warmup: int = 5, repeats: int = 1, emit=None
 ) -> dict:
-    """Each loop ``repeats`` times, interleaved (so drifting machine load hits all three alike);
-    reports the median and every run."""
+    """Each loop ``repeats`` times, interleaved (so drifting machine load hits all three alike), on
+    ``pick_device``'s device in ``cfg``'s precision there; reports the median and every run, and the
+    MFU where the device's peak is known. ``emit`` gets the result so far after every loop's run
+    (a bench cut short by a time limit still leaves what it measured)."""
     if cfg.steps % warmup:
         raise ValueError("steps must be a multiple of warmup")
+    device = pick_device()
     loops = {"biolab": bench_ours, "hf_trainer": bench_hf_trainer, "plain_torch": bench_plain}
     runs: dict[str, list[int]] = {k: [] for k in loops}
+    n_params = count_parameters(_fresh_model(corpus, model_cfg, cfg), embeddings=False)
+    flops = flops_per_token(model_cfg, n_params, cfg.ctx)
+    peak = peak_flops(device)
+
+    def result() -> dict:
+        medians = {k: int(np.median(v)) for k, v in runs.items() if v}
+        return {
+            "model": model_cfg.name, "batch_size": cfg.batch_size, "ctx": cfg.ctx,
+            "steps_timed": cfg.steps - warmup, "torch_device": device,
+            "precision": mixed_precision(cfg, device), "flops_per_token": round(flops),
+            "peak_flops": peak, "tokens_per_s": medians, "tokens_per_s_runs": runs,
+            "mfu": {k: round(v * flops / peak, 4) for k, v in medians.items()} if peak else None,
+        }  # fmt: skip
+
     for _ in range(repeats):
         for name, loop in loops.items():
             runs[name].append(round(loop(corpus, model_cfg, cfg, warmup)))
-    return {
-        "model": model_cfg.name,
-        "batch_size": cfg.batch_size,
-        "ctx": cfg.ctx,
-        "steps_timed": cfg.steps - warmup,
-        "tokens_per_s": {k: int(np.median(v)) for k, v in runs.items()},
-        "tokens_per_s_runs": runs,
-    }
+            if emit is not None:
+                emit(result())
+    return result()
 
 
 # (name, autocast dtype or None, attention implementation, torch.compile)
