@@ -73,7 +73,7 @@ if [[ "$DRY" == 1 ]]; then
   FIG3=("${FIG3[@]:0:2}")
   JOBS=2
   BENCH_PRE=(--model tiny --ctx 64 --batch-size 4 --steps 3 --warmup 1 --repeats 1 --n-people 24 --vocab-size 400)
-  BENCH_EVAL=(--model tiny --batch-size 8 --questions 8 --n-people 24 --vocab-size 400)
+  BENCH_EVAL=(--model tiny --batch-size 8 --questions 8 --single 2 --n-people 24 --vocab-size 400)
 else
   SESSION_S=${BIOLAB_SESSION_S:-530}
   # scale=small as in conf/scale/small.yaml is ~65 GPU-minutes for fig3 (README.md here); these
@@ -83,7 +83,8 @@ else
   SCALE=(scale=small "${FIT[@]}")
   JOBS=${BIOLAB_JOBS:-4}
   BENCH_PRE=(--model gpt2_rotary_124m --ctx 512 --batch-size 32 --steps 20 --warmup 5 --repeats 2 --n-people 1000 --vocab-size 4096)
-  BENCH_EVAL=(--model gpt2_rotary_124m --batch-size 64 --questions 200 --n-people 1000 --vocab-size 4096)
+  # every QA of 1000 people (6,000) at the evaluation's own GPU batch (eval.gpu_batch_size), 32 one at a time
+  BENCH_EVAL=(--model gpt2_rotary_124m --questions 6000 --single 32 --n-people 1000 --vocab-size 4096)
 fi
 
 DEADLINE=$((T0 + SESSION_S))
@@ -339,8 +340,9 @@ done
 
 # (e) speed: our loop vs the HF Trainer, batched vs one-at-a-time generation. bench.py rewrites its
 # --out file after each measured loop; provenance() copies whatever is there into bench.json.
-phase bench 60 40 bash -c "rc=0; $(q "$PY" scripts/bench.py pretrain "${BENCH_PRE[@]}" --out "$WORK/bench_pretrain.json") || rc=\$?
-$(q "$PY" scripts/bench.py eval "${BENCH_EVAL[@]}" --out "$WORK/bench_eval.json") || rc=\$?; exit \$rc"
+# QA throughput first: seconds on the GPU, while the three training loops may use the whole budget
+phase bench 60 40 bash -c "rc=0; $(q "$PY" scripts/bench.py eval "${BENCH_EVAL[@]}" --out "$WORK/bench_eval.json") || rc=\$?
+$(q "$PY" scripts/bench.py pretrain "${BENCH_PRE[@]}" --out "$WORK/bench_pretrain.json") || rc=\$?; exit \$rc"
 
 # (f) the last report, with the probes' heatmaps and the mixed run; finish() checks $OUT
 report report 40 0
