@@ -57,6 +57,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110, bbox_inches: str | None = None) -> Path:
+    """Save a matplotlib figure as atomic_write_text writes text (a temp file beside ``path``, then a
+    rename: a reader never sees half a PNG) and close it; the format is ``path``'s suffix."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = new_file(path.parent, f".{path.name}.", ".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def file_sha256(path: str | Path) -> str:
     """The sha256 of a file, read in blocks (checkpoints and cached states run to GBs)."""
     h = hashlib.sha256()

@@ -172,7 +172,11 @@ def test_each_sweep_gets_its_own_timestamped_folder():
         ("run", "probe.train_entries=2", "add it with ++probe.train_entries="),
         ("run", "model.bogus=1", "; with ++: d_ff, init_std"),
         ("evaluate", "eval.bogus=1", "evaluate has no eval section; valid keys at top level: model_dir,"),
-        ("finetune", "eval.bogus=1", "valid keys under eval: max_people, batch_size, gpu_batch_size, num_beams"),
+        (
+            "finetune",
+            "eval.bogus=1",
+            "valid keys under eval: max_people, batch_size, gpu_batch_size, num_beams",
+        ),
     ],
 )
 def test_an_unknown_key_names_where_valid_keys_are_and_how_to_add_a_typed_one(config, arg, message):

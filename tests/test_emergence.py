@@ -116,13 +116,17 @@ def test_qa_cells_and_pooled_probe_cells_with_their_intervals(tmp_path):
     assert plot_map(cells, tmp_path / "map.png").stat().st_size > 0
 
 
-def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tmp_path):
-    rows = [result("bioS_single__N100__e500", "bioS_single", "qa_exact_match", 3.0)]
-    src = tmp_path / "results.csv"
-    with open(src, "w", newline="") as f:
+def write_results(path, rows):
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+
+
+def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tmp_path):
+    rows = [result("bioS_single__N100__e500", "bioS_single", "qa_exact_match", 3.0)]
+    src = tmp_path / "results.csv"
+    write_results(src, rows)
     r = subprocess.run(
         [sys.executable, str(SCRIPT), str(src), str(tmp_path / "out")], capture_output=True, text=True
     )
@@ -133,10 +137,7 @@ def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tm
         "emergence_map.png",
     }
     rows[0]["experiment"] = "fig3_augmentation"
-    with open(src, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_results(src, rows)
     r = subprocess.run(
         [sys.executable, str(SCRIPT), str(src), str(tmp_path / "x")], capture_output=True, text=True
     )

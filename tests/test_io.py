@@ -82,3 +82,24 @@ def test_generate_cli_says_an_unwritable_out_in_one_line(tmp_path):
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("error: out=") and "not writable" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_figure_is_saved_whole_or_not_at_all(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from biolab.io import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "sub" / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in path.parent.iterdir()] == [
+        "f.png"
+    ]
+    assert not plt.fignum_exists(fig.number)  # closed
+    fig, _ = plt.subplots()
+    with pytest.raises(ValueError):
+        save_figure(fig, tmp_path / "sub" / "g.nosuchformat")
+    assert [p.name for p in path.parent.iterdir()] == ["f.png"]  # no temp file left behind

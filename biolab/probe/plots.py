@@ -18,6 +18,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, MultipleLocator  # noqa: E402
 
 from biolab.data.people import ATTRIBUTES  # noqa: E402
+from biolab.io import save_figure  # noqa: E402
 
 SHORT = {"birth_date": "bdate", "birth_city": "bcity", "university": "univ", "major": "major",
          "company": "cname", "company_city": "ccity"}  # fmt: skip
@@ -170,7 +171,7 @@ def plot_positions(rows, path: str | Path, title: str = "") -> Path | None:
     if any(np.isnan(acc).all(axis=0).any() for _, acc, _ in panels):
         notes.append("A blank column: no such task (birth date has a first-token task only).")
     _caption(fig, " ".join(notes), hatch=any((seen > 0.99).any() for *_, seen in panels))
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _tick_step(n: int, most: int = 12) -> int:
@@ -242,7 +243,7 @@ def plot_layers(rows, path: str | Path, task: str = "first", title: str = "") ->
             "so no probe is fitted there."
         )
     _caption(fig, " ".join(notes))
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_query(rows, path: str | Path, title: str = "", paper: dict | None = None) -> Path | None:
@@ -277,7 +278,7 @@ def plot_query(rows, path: str | Path, title: str = "", paper: dict | None = Non
                     "(shuffled labels; the same probe on a randomly initialised model) the rows carry"
                     + (", then the paper's numbers (blank: not reported)." if paper else "."))  # fmt: skip
     _caption(fig, caption)
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_probe_run(rows, out: str | Path) -> list[Path]:
@@ -291,13 +292,3 @@ def plot_probe_run(rows, out: str | Path) -> list[Path]:
         plot_query(rows, out / "qprobe.png", f"{title}: Q-probe"),
     ]
     return [p for p in made if p is not None]
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from biolab.io import save_figure  # noqa: E402
 from biolab.paper import capacity_reference  # noqa: E402
 from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics, check_stage  # noqa: E402
 from biolab.report.rows import FORMAT_ERRORS, flag, row, unreadable  # noqa: E402
@@ -200,9 +201,5 @@ def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
            ylabel="bits of knowledge learned", title="Knowledge capacity (Part 3.3 Fig 1)")  # fmt: skip
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="both")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

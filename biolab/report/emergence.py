@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biolab.data.people import ATTRIBUTES
+from biolab.io import save_figure
 from biolab.report.rows import pct, wilson
 
 
@@ -307,8 +308,4 @@ def plot_map(rows: list[dict], path: str | Path) -> Path | None:
         ax.axis("off")
     fig.suptitle("Where each Part 3.1 result appears: ours against people N (dotted: majority baseline)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from biolab.data.people import ATTRIBUTES  # noqa: E402
+from biolab.io import save_figure  # noqa: E402
 from biolab.probe.plots import SHORT  # noqa: E402
 from biolab.report.rows import QA_ATTRIBUTES, Report, find, paper_gaps, qa_means  # noqa: E402
 
@@ -98,11 +99,7 @@ def plot_qa_vs_paper(report: Report, experiment: str, path: str | Path) -> Path 
     # a legend, not a free text: the layout makes room for it under the axes
     fig.legend([blank], [caption], loc="outside lower left", fontsize=8, frameon=False, handlelength=0,
                labelcolor="0.25")  # fmt: skip
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _caption(report: Report, experiment: str, means: list[dict], fig) -> str:
