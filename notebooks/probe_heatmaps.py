@@ -29,9 +29,10 @@ from IPython.display import Image, Markdown, display
 from biolab.cli import compose
 from biolab.data.people import ATTRIBUTES
 from biolab.paper import paper_value
-from biolab.pipeline.manifest import StageMissing, load_runs, probe_rows
 from biolab.pipeline.plan import run_name, run_overrides
 from biolab.probe.plots import SHORT, plot_layers, plot_positions, plot_query, position_matrix
+from biolab.stages.manifest import StageMissing, load_runs
+from biolab.stages.probe import probe_rows
 
 # the demo's root, from the repository (or from notebooks/, where Jupyter starts the kernel)
 ROOT = Path(

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from biolab.cli import config_groups, hydra_main
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root
-from biolab.pipeline.manifest import claim_runs
+from biolab.pipeline.claims import claim_runs
 from biolab.pipeline.plan import check_run_names, plan_runs, preset_names, run_overrides, sweep_variants
 from biolab.pipeline.runner import check_jobs, run_experiment
 from biolab.report.write import write_report
@@ -24,7 +24,7 @@ def _compose(base_overrides: list[str], extra: list[str]) -> dict:
 def main(cfg) -> None:
     """Generate, tokenize, pretrain, finetune + evaluate, probe; reuse every finished stage.
 
-    python scripts/run.py experiment=demo                    (the README's main job, ~15 CPU minutes)
+    python scripts/run.py experiment=demo                    (the README's main job, about 9 minutes on 2 CPU cores)
     python scripts/run.py experiment=fig3_augmentation scale=small root=/data/biolab
     python scripts/run.py -m data=bioS_single,bioS_multi5 experiment=fig5_pprobe   (a sweep)
     python scripts/run.py experiment=p32_inverse_search 'manipulation.tasks=[bdate_to_first]'  (Part 3.2;

@@ -28,7 +28,7 @@ def bioR_templates():
     return load_templates("bioR")
 
 
-# A stage root written by hand after the stage runner's folder contract (biolab/pipeline/manifest.py), so the
+# A stage root written by hand after the stage runner's folder contract (biolab/stages/manifest.py), so the
 # report and the notebooks are tested without training anything; a real tiny run can replace it.
 FAKE_DATASETS = ("bioS_single", "bioS_multi5_permute_fullname")
 FAKE_PAPER = {

@@ -9,8 +9,9 @@ import pytest
 
 from biolab.console import reporting
 from biolab.errors import ConfigError
-from biolab.pipeline.cache import Kind, Stage, StageError, check_root, ensure, is_complete
-from biolab.pipeline.kinds import CORPUS, DATA
+from biolab.pipeline.cache import Stage, StageError, check_root, ensure, is_complete
+from biolab.stages.data import CORPUS, DATA
+from biolab.stages.kind import Kind
 from biolab.status import read_status, write_status
 
 

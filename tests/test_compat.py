@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from biolab.cli import CONF_DIR, compose
-from biolab.pipeline.manifest import MANIFESTS, load_runs
 from biolab.pipeline.plan import plan_runs, sweep_variants, validate_plan
 from biolab.report.write import build_report
+from biolab.stages.manifest import MANIFESTS, load_runs
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 OLD_ROOT_PATH = "/tmp/toyroot"  # where the old root lived when its report was written

@@ -21,13 +21,14 @@ from test_scripts import run_all
 from biolab.cli import compose
 from biolab.errors import ConfigError
 from biolab.io import atomic_dir, atomic_write_text, clean_leftovers
-from biolab.pipeline.cache import Stage, ensure, is_volatile
-from biolab.pipeline.kinds import DATA
-from biolab.pipeline.manifest import load_runs
+from biolab.pipeline.cache import Stage, ensure
 from biolab.pipeline.plan import plan_runs, preset_names, run_name, run_overrides, sweep_variants
 from biolab.pipeline.runner import check_jobs, run_experiment, watch_parent
 from biolab.report.capacity import model_table, peak_table
 from biolab.report.write import build_report
+from biolab.stages.data import DATA
+from biolab.stages.kind import is_volatile
+from biolab.stages.manifest import load_runs
 
 # a capacity.json row as the capacity stage writes it (bioS_single, 40 people, a tiny model)
 CAP_ROW = {"quant": "fp32", "style": "bioS", "N": 40, "log2_N0": 27.25, "log2_S0": 48.18, "people_read": 40,
@@ -277,15 +278,16 @@ DRIVER = """
 import os, sys, time
 from dataclasses import replace
 from pathlib import Path
-from biolab.pipeline import kinds
+from biolab import stages
 from biolab.pipeline.cache import Stage
+from biolab.stages.data import DATA
 from biolab.pipeline.runner import run_experiment
 
 def slow(cfg, inputs, out, progress, context):
     Path(sys.argv[2], str(os.getpid())).write_text("")
     time.sleep(120)
 
-SLOW = kinds.KINDS[kinds.DATA.name] = replace(kinds.DATA, build=slow)  # also in each spawned worker
+SLOW = stages.KINDS[DATA.name] = replace(DATA, build=slow)  # also in each spawned worker
 
 if __name__ == "__main__":
     runs = [{"experiment": "x", "run": f"r{i}", "scale": "tiny",

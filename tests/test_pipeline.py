@@ -149,7 +149,8 @@ def test_two_runs_under_one_name_with_other_stages_stop_the_plan():
 
 
 def test_a_stage_s_wandb_run_is_named_grouped_and_tagged_by_the_run_that_built_it(tmp_path):
-    from biolab.pipeline.kinds import exact_match_summary, wandb_meta
+    from biolab.stages.kind import wandb_meta
+    from biolab.stages.qa import exact_match_summary
 
     context = {"experiment": "demo", "data": "bioS_single", "scale": "tiny", "run": "bioS_single"}
     inputs = {"corpus": tmp_path / "corpus" / "abc123"}
@@ -169,7 +170,7 @@ def test_every_model_running_stage_takes_its_device_from_pick_device(tmp_path, m
     import inspect
 
     from biolab import device
-    from biolab.pipeline.kinds import KINDS
+    from biolab.stages import KINDS
 
     asked_by = set()
     builds = {k.build.__name__ for k in KINDS.values()}

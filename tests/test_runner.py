@@ -8,9 +8,10 @@ import pytest
 
 from biolab.console import report_progress
 from biolab.pipeline import runner
-from biolab.pipeline.cache import Kind, Stage
+from biolab.pipeline.cache import Stage
 from biolab.pipeline.plan import run_overrides
 from biolab.pipeline.runner import build_run, run_experiment, spread_shared_pretraining
+from biolab.stages.kind import Kind
 from biolab.status import write_status
 
 BANNER = "wandb: Tracking run with wandb version 0.31.0"

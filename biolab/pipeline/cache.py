@@ -7,7 +7,7 @@ from its own checkpoints or caches). Outputs of the other kinds are built in a h
 and moved in before ``done`` is written, so a killed run never leaves a stage that looks complete. A
 per-stage ``flock`` keeps parallel sweep jobs from building the same stage twice: the second waits,
 then reuses. What a kind is (outputs, build, checks) is a ``Kind`` record; the kinds themselves are
-declared in biolab.pipeline.kinds. Unless ``verbose``, a build's stdout and stderr go to ``log.txt``
+declared in biolab.stages. Unless ``verbose``, a build's stdout and stderr go to ``log.txt``
 in the stage folder (not an output: it is not fingerprinted, and a resumed build appends to it).
 """
 
@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,46 +30,11 @@ from biolab.console import LOG_NAME, captured_output, duration, report
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import atomic_write_text, check_writable, new_dir
 from biolab.pipeline.fingerprint import damage, fingerprint
+from biolab.stages.kind import VOLATILE, Kind
 from biolab.status import read_status, update_status, write_status
-from biolab.train.pretrain import LOGGING_KEYS
 
-# Keys that change logging or bookkeeping, never the artifact, matched by a key's last part at any depth
-# (train.wandb, finetune.train.wandb): left out of the stage hash, so that turning wandb on does not
-# retrain a model, and of run names and manifests (biolab.pipeline.plan.run_overrides), so that one run
-# keeps one name whatever it logs. Adding or removing one changes the hash of every stage whose config
-# holds it: the finished stages of existing roots would no longer be found.
-VOLATILE = (LOGGING_KEYS - {"name"}) | {"progress"}  # a preset's name stays in: old hashes hold it
 MIN_FREE_BYTES = 200 * 2**20
 PARTIAL = ".partial-"  # a non-resumable build's temp folder inside its stage folder
-
-
-def is_volatile(key: str) -> bool:
-    """Whether a dotted config key (``finetune.train.wandb``) is one of VOLATILE's."""
-    return key.rsplit(".", 1)[-1] in VOLATILE
-
-
-def no_check(config: dict) -> None:
-    """The check of a kind whose config has nothing to go wrong before its build."""
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of stage: everything the cache and the planner need to know about it.
-
-    ``build(config, inputs, out, progress, context)`` makes the outputs in ``out`` from the input
-    stages' folders (``inputs``: name -> Path) and may return fields for status.json; ``context``
-    names the run that asked for the stage first (experiment, data, scale: for logging only, never
-    part of the key, since a stage is shared by every run that needs it); ``check(config)``
-    raises ConfigError on a bad config before any work starts; a ``resumable`` kind builds in its
-    own folder and picks up where a killed build stopped; a kind that ``runs_model`` takes its device
-    from ``biolab.device.pick_device`` (tests/test_pipeline.py holds every such kind to it)."""
-
-    name: str
-    outputs: tuple[str, ...]
-    build: Callable[..., dict | None]
-    check: Callable[[dict], None] = no_check
-    resumable: bool = False
-    runs_model: bool = False
 
 
 class StageError(BiolabError):

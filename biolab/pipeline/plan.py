@@ -1,6 +1,6 @@
 """An experiment as runs of stages: from one composed per-dataset config, the stages of each
 (dataset, finetune) combination, its probes, its memorization and its manipulation tasks, each run
-as a manifest (biolab.pipeline.manifest) with the Stage objects to build under ``"stage_objs"``.
+as a manifest (biolab.stages.manifest) with the Stage objects to build under ``"stage_objs"``.
 
 Manipulation tasks (Part 3.2, paper section 6; ``manipulation`` in ``conf/run.yaml``):
 ``manipulation.tasks`` lists task names (or ``{task: NAME, <key>: value}`` for one task's own
@@ -35,25 +35,18 @@ from biolab.eval.memorization import MemorizationConfig
 from biolab.eval.qa import EvalConfig
 from biolab.model import MASKED_LM_ARCHS
 from biolab.paper import PaperConfig
-from biolab.pipeline.cache import Stage, is_volatile
-from biolab.pipeline.kinds import (
-    CAPACITY,
-    CORPUS,
-    DATA,
-    EVALUATE,
-    FINETUNE,
-    KINDS,
-    MEMORIZATION,
-    PRETRAIN,
-    PROBE,
-    TASK_EVAL,
-    TASK_FINETUNE,
-    TASK_MIXED,
-)
-from biolab.pipeline.kinds import (
-    TASKS as TASK_SET,
-)
-from biolab.pipeline.manifest import name_clash
+from biolab.pipeline.cache import Stage
+from biolab.pipeline.claims import name_clash
+from biolab.stages import KINDS
+from biolab.stages.capacity import CAPACITY
+from biolab.stages.data import CORPUS, DATA
+from biolab.stages.kind import is_volatile
+from biolab.stages.memorization import MEMORIZATION
+from biolab.stages.pretrain import PRETRAIN
+from biolab.stages.probe import PROBE
+from biolab.stages.qa import EVALUATE, FINETUNE
+from biolab.stages.tasks import TASK_EVAL, TASK_FINETUNE, TASK_MIXED
+from biolab.stages.tasks import TASKS as TASK_SET
 from biolab.train.finetune import TARGETS, expand_grid
 
 QA_EVAL = ("finetune", "direct", "none")
@@ -64,7 +57,7 @@ TRAIN_KEYS = ("modes", "qa_ratios")  # how a task is trained, not what it is: no
 # of run names and of the manifests' ``overrides`` (scale has its own manifest field; probe= is
 # replaced by each preset of ``probes``; replace_runs and strict say how to build, not what; people,
 # models and exposures are swept into each run's variant, see ``sweep_variants``). Logging keys at any
-# depth (progress, train.wandb) are left out too: biolab.pipeline.cache.VOLATILE.
+# depth (progress, train.wandb) are left out too: biolab.stages.kind.VOLATILE.
 UNNAMED = ("experiment", "scale", "data", "datasets", "root", "jobs", "report", "probe",
            "replace_runs", "strict", "verbose", "people", "models", "exposures")  # fmt: skip
 NAME_LIMIT = 120  # a longer run name is cut and ends in a hash: file names stop at 255 bytes

@@ -20,8 +20,8 @@ from pathlib import Path
 from biolab.console import Board, reporting
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root, ensure
-from biolab.pipeline.manifest import write_manifest
 from biolab.pipeline.plan import is_count, validate_plan
+from biolab.stages.manifest import write_manifest
 
 _events = None  # in a worker process: the queue to the parent's board (set by _start_worker)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

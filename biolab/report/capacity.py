@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.io import save_figure  # noqa: E402
 from biolab.paper import capacity_reference  # noqa: E402
-from biolab.pipeline.manifest import Run, StageMissing, capacity_metrics, check_stage  # noqa: E402
 from biolab.report.rows import FORMAT_ERRORS, flag, row, unreadable  # noqa: E402
+from biolab.stages.capacity import capacity_metrics  # noqa: E402
+from biolab.stages.manifest import Run, StageMissing, check_stage  # noqa: E402
 
 COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
            "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",

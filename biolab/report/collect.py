@@ -25,17 +25,6 @@ import yaml
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
 from biolab.paper import check_statements, paper_statements, paper_value
-from biolab.pipeline.manifest import (
-    Run,
-    StageMissing,
-    check_stage,
-    eval_metrics,
-    load_runs,
-    memorization_metrics,
-    probe_rows,
-    stage_dir,
-    task_metrics,
-)
 from biolab.report.capacity import capacity_records, capacity_rows
 from biolab.report.rows import (
     FORMAT_ERRORS,
@@ -48,6 +37,11 @@ from biolab.report.rows import (
     stats,
     unreadable,
 )
+from biolab.stages.manifest import Run, StageMissing, check_stage, load_runs, stage_dir
+from biolab.stages.memorization import memorization_metrics
+from biolab.stages.probe import probe_rows
+from biolab.stages.qa import eval_metrics
+from biolab.stages.tasks import task_metrics
 
 QA_KEYS = {"exact_match": "qa_exact_match", "first_token": "qa_first_token", "majority": "qa_majority"}
 # our exact match / majority on P_test is the paper's qa_test_acc (its baseline row for the majority)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from biolab.data.people import ATTRIBUTES
-from biolab.pipeline.manifest import Run, StageMissing
+from biolab.stages.manifest import Run, StageMissing
 
 RESULT_COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute",
                   "task", "metric", "position", "value", "paper_value", "paper_source", "note")  # fmt: skip

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from biolab.errors import ConfigError
 from biolab.io import atomic_dir, atomic_write_text
-from biolab.pipeline.manifest import StageMissing, check_stage, probe_images
 from biolab.probe.plots import plot_probe_run
 from biolab.report.capacity import capacity_csv, plot_capacity
 from biolab.report.collect import collect
 from biolab.report.markdown import render_markdown
 from biolab.report.plots import plot_qa_vs_paper
 from biolab.report.rows import COLUMNS, FORMAT_ERRORS, Report, flag, unreadable
+from biolab.stages.manifest import StageMissing, check_stage
+from biolab.stages.probe import probe_images
 from biolab.train.curves import plot_training, read_metrics
 
 

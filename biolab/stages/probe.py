@@ -1,0 +1,51 @@
+"""The probe stage: P-probes at each token position and layer, or Q-probes on the name, trained on
+the pretrained model's hidden states (``probes.csv`` and its heatmaps), read back by ``probe_rows``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from biolab.probe.probes import ProbeConfig, run_probe
+from biolab.stages.kind import Kind
+from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file
+
+PROBE_COLUMNS = ("model", "data", "probe", "control", "layer", "position", "position_kind", "attribute",
+                 "task", "test_acc", "majority", "seen")  # fmt: skip
+
+
+def build_probe(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
+    model = Path(inputs["pretrain"]) / "model"
+    run_probe(model, inputs["data"], ProbeConfig.from_dict(cfg["probe"]), out, overwrite=True)
+
+
+def check_probe(cfg: dict) -> None:
+    ProbeConfig.from_dict(cfg["probe"])
+
+
+def probe_rows(run: Run, probe: str) -> list[dict]:
+    """The rows of one probe stage's ``probes.csv`` (strings, as written)."""
+    check_upstream(run)
+    folder = check_stage(run, run.probes().get(probe), f"probe {probe}")
+    path = need_file(run, folder, "probes.csv", f"probe {probe}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        lacking = [c for c in PROBE_COLUMNS if c not in (reader.fieldnames or ())]
+        if lacking:
+            raise StageMissing(f"{run.name}: {path} lacks columns {', '.join(lacking)}")
+        rows = list(reader)
+    if not rows:
+        raise StageMissing(f"{run.name}: {path} has no rows")
+    other = sorted({r["data"] for r in rows} - {run.data})
+    if other:  # a manifest wired to another dataset's probe would compare the wrong numbers
+        raise StageMissing(f"{run.name}: {path} probes data {', '.join(other)}, the manifest says {run.data}")
+    return rows
+
+
+def probe_images(run: Run, probe: str) -> list[Path]:
+    """The heatmaps a done probe stage left beside its probes.csv."""
+    folder = check_stage(run, run.probes().get(probe), f"probe {probe}")
+    return sorted(folder.glob("*.png"))
+
+
+PROBE = Kind("probe", ("probes.csv",), build_probe, check_probe, resumable=True, runs_model=True)
