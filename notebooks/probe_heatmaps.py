@@ -32,7 +32,7 @@ from biolab.paper import paper_value
 from biolab.pipeline.plan import run_name, run_overrides
 from biolab.probe.plots import SHORT, plot_layers, plot_positions, plot_query, position_matrix
 from biolab.stages.manifest import StageMissing, load_runs
-from biolab.stages.probe import probe_rows
+from biolab.stages.probe import probe_family, probe_rows
 
 # the demo's root, from the repository (or from notebooks/, where Jupyter starts the kernel)
 ROOT = Path(
@@ -41,21 +41,23 @@ ROOT = Path(
 FIGS = Path(tempfile.mkdtemp(prefix="probe_heatmaps-"))  # the plot helpers draw to files
 runs = load_runs(ROOT)
 probes = {}  # (run, probe) -> probes.csv rows, for every probe stage that is done
+family = {}  # (run, probe) -> p (positions of a bio) or q (the name alone), from the probe's kind
 for run in runs:
     for probe in run.probes():
         try:
             probes[(run, probe)] = probe_rows(run, probe)
         except StageMissing as err:
             print("skipped:", err)
+        family[(run, probe)] = probe_family(run, probe, probes.get((run, probe)))
 for run, probe in probes:
-    print(f"{run.experiment:>12}  {run.name:<40} {probe}")
+    print(f"{run.experiment:>12}  {run.name:<40} {probe} ({family[(run, probe)]}-probe)")
 
 # %% [markdown]
 # ## One run: position x attribute at the last layer (the paper's Figure 5), then layer x position
 
 # %%
-RUN = os.environ.get("BIOLAB_RUN") or next(r.name for r, p in probes if p.startswith("p"))
-p_rows = next(rows for (r, p), rows in probes.items() if r.name == RUN and p.startswith("p"))
+RUN = os.environ.get("BIOLAB_RUN") or next(r.name for r, p in probes if family[(r, p)] == "p")
+p_rows = next(rows for (r, p), rows in probes.items() if r.name == RUN and family[(r, p)] == "p")
 for path in (
     plot_positions(p_rows, FIGS / "positions.png", RUN),
     plot_layers(p_rows, FIGS / "layers_first.png", "first", f"{RUN}: first-token P-probe"),
@@ -134,7 +136,7 @@ def q_command(run):
 
 
 run = next(r for r, p in probes if r.name == RUN)
-q_probe = next((p for r, p in probes if r is run and p.startswith("q")), None)
+q_probe = next((p for r, p in probes if r is run and family[(r, p)] == "q"), None)
 if q_probe is not None:
     table, paper, source, position, last = q_table(run, probes[(run, q_probe)])
     path = plot_query(probes[(run, q_probe)], FIGS / "qprobe.png", f"{RUN}: {q_probe}", paper=paper)
@@ -146,7 +148,7 @@ if q_probe is not None:
     else:
         print(f"paper: {source}, the paper's model and data size")
 else:
-    listed = [p for p in run.probes() if p.startswith("q")]
+    listed = [p for p in run.probes() if family[(run, p)] == "q"]
     command, name = q_command(run)
     why = f"its {listed[0]} stage is not finished" if listed else "this root ran no Q-probe stage"
     print(f"No Q-probe for {RUN}: {why}. To add one (the finished stages are reused: only q_fast runs):\n"
@@ -172,7 +174,7 @@ def paper_matrix(run, data):
     return mat
 
 
-p_runs = {r.data: (r, rows) for (r, p), rows in probes.items() if p.startswith("p")}
+p_runs = {r.data: (r, rows) for (r, p), rows in probes.items() if family[(r, p)] == "p"}
 compare = os.environ.get("BIOLAB_COMPARE")
 pair = compare.split(",") if compare else list(p_runs)[:2]
 fig, axes = plt.subplots(len(pair), 2, figsize=(10, 3.6 * len(pair)), squeeze=False)

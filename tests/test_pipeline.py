@@ -13,6 +13,8 @@ from biolab.pipeline.plan import (
     run_overrides,
 )
 from biolab.pipeline.runner import run_experiment
+from biolab.stages.manifest import load_runs
+from biolab.stages.probe import probe_family
 
 TINY = ["data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64", "model.n_layer=1",
         "model.d_model=32", "model.n_head=2", "tokenizer.vocab_size=400", "finetune.train.steps=2",
@@ -86,6 +88,11 @@ def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
         probe["rows"]
         == len((tmp_path / m["stages"]["probe"]["p_fast"] / "probes.csv").read_text().splitlines()) - 1
     )
+    # a probe's family (p or q) from the manifest's probe_kinds, or from its stage's config.yaml
+    run = load_runs(tmp_path)[1]
+    assert run.get("probe_kinds") == {"p_fast": "p_fast", "q_fast": "q_fast"}
+    del run.manifest["probe_kinds"]
+    assert {p: probe_family(run, p) for p in run.probes()} == {"p_fast": "p", "q_fast": "q"}
     logs.clear()
     run_experiment(plan(["experiment=demo", *TINY]), tmp_path, progress=False, log=logs.append)
     assert not any(line.endswith("building") for line in logs) and any("reused" in line for line in logs)

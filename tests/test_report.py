@@ -513,3 +513,25 @@ def test_the_probe_reading_states_the_s0_means_of_ours_and_the_majority(fake_roo
                     for a in later]  # fmt: skip
         line = next(ln for ln in reading.splitlines() if ln.startswith(f"- `{data}"))
         assert f"at s0 {sum(ours) / 5:.1f}% on average (majority {sum(majority) / 5:.1f}%" in line
+
+
+def test_a_probe_preset_s_table_follows_its_kind_not_its_name(fake_root):
+    """Presets may be named anything (linear_s0, on_the_name): the P and Q tables and the P-probe
+    reading take each from its kind (probes.csv, the manifest's probe_kinds, the stage's config)."""
+    for path in (fake_root / "runs" / "demo").glob("*.json"):
+        manifest = json.loads(path.read_text())
+        stages = manifest["stages"]["probe"]
+        stages["linear_s0"], stages["on_the_name"] = stages.pop("p_fast"), stages.pop("q_fast")
+        path.write_text(json.dumps(manifest))
+    # a lost probes.csv: its kind comes from the manifest
+    single = json.loads((fake_root / "runs" / "demo" / "bioS_single.json").read_text())
+    single["probe_kinds"] = {"linear_s0": "p_fast", "on_the_name": "q_fast"}
+    (fake_root / "runs" / "demo" / "bioS_single.json").write_text(json.dumps(single))
+    (fake_root / single["stages"]["probe"]["on_the_name"] / "probes.csv").unlink()
+    text = write_report(fake_root).read_text()
+    p_table = text[text.index("### P-probe, first token") : text.index("### P-probe, whole attribute")]
+    q_table = text[text.index("### Q-probe, first token") : text.index("### Q-probe, whole attribute")]
+    assert p_table.count("| linear_s0 | ours |") == 2 and "on_the_name" not in p_table
+    assert "| on_the_name | ours | ?/? |" in q_table  # the lost one, listed where its kind belongs
+    assert "| on_the_name | ours |" in q_table.replace("| ?/? |", "", 1) and "linear_s0" not in q_table
+    assert "(linear_s0): the five attributes after birth date at s0" in text

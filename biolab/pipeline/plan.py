@@ -37,6 +37,7 @@ from biolab.model import MASKED_LM_ARCHS
 from biolab.paper import PaperConfig
 from biolab.pipeline.cache import Stage
 from biolab.pipeline.claims import name_clash
+from biolab.probe.probes import PROBE_KINDS
 from biolab.stages import KINDS
 from biolab.stages.capacity import CAPACITY
 from biolab.stages.data import CORPUS, DATA
@@ -255,7 +256,7 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
     if arch not in MASKED_LM_ARCHS:
         return
     what = f"model.arch={arch} is a masked LM"
-    p_probes = [n for n, p in probes.items() if not str(p.get("kind", "")).startswith("q_")]
+    p_probes = [n for n, p in probes.items() if PROBE_KINDS.get(p.get("kind")) != "q"]
     if p_probes:
         raise ConfigError(f"{what}: P-probes ({', '.join(p_probes)}) would see the values; use q probes")
     if (cfg.get("manipulation") or {}).get("tasks"):
@@ -345,6 +346,7 @@ def plan_runs(
             "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
             "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "overrides": list(named), "stages": stages,
             "paper": cfg.get("paper") or {},
+            "probe_kinds": {n: p.get("kind") for n, p in (probes or {}).items()},
             **extra_fields,
             "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
         })  # fmt: skip

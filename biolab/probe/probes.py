@@ -46,7 +46,9 @@ from biolab.probe.tasks import (
 )
 from biolab.status import read_status, write_status
 
-PROBE_KINDS = ("p_fast", "p_paper", "q_fast", "q_paper")
+# probe.kind -> its family: a P-probe reads a bio's positions, a Q-probe the name alone. The report's
+# tables and the notebooks sort probes by this, never by a preset's name.
+PROBE_KINDS = {"p_fast": "p", "p_paper": "p", "q_fast": "q", "q_paper": "q"}
 CONTROLS = ("shuffled", "random_init")
 COLUMNS = (
     "model", "data", "probe", "control", "layer", "position", "position_kind", "attribute", "task",
@@ -77,6 +79,11 @@ class ProbeConfig:
     tasks: list | None = None  # subset, e.g. ["company.whole"]; None: all 11
     positions: list | None = None  # p_paper: subset of special positions 0..5
     seed: int = 0
+
+    @property
+    def family(self) -> str:
+        """``p`` (positions of a bio) or ``q`` (the name alone)."""
+        return PROBE_KINDS[self.kind]
 
     def validate(self) -> None:
         if self.kind not in PROBE_KINDS:
@@ -250,7 +257,7 @@ def run_probe(model_dir, data_dir, cfg: ProbeConfig, out, overwrite: bool = Fals
         raise ConfigError(f"data_dir={data_dir} is bioD: its attributes are not the six a probe task reads")
     started = time.time()
     model, tokenizer = load_model(model_dir, device=device)
-    if is_masked_lm(model) and cfg.kind.startswith("p_"):
+    if is_masked_lm(model) and cfg.family == "p":
         raise ConfigError(f"{model_dir} is a masked LM: a bio position sees the values; use a q probe")
     data = load_probe_data(data_dir, tokenizer, cfg.max_people, probe_entries(cfg, data_dir))
     if data.entry is not None:  # P_test is scored on `entry` alone: its other entries are not read

@@ -39,7 +39,7 @@ from biolab.report.rows import (
 )
 from biolab.stages.manifest import Run, StageMissing, check_stage, load_runs, stage_dir
 from biolab.stages.memorization import memorization_metrics
-from biolab.stages.probe import probe_rows
+from biolab.stages.probe import probe_family, probe_rows
 from biolab.stages.qa import eval_metrics
 from biolab.stages.tasks import task_metrics
 
@@ -183,6 +183,9 @@ def collect(root: str | Path, experiments: str | list[str] | None = None, strict
             continue
         report.rows += rows
         report.probe_data.update(probe_data)
+        for probe in run.probes():
+            found = probe_data.get((run.path, probe))
+            report.probe_families[(run.path, probe)] = probe_family(run, probe, found)
         report.capacity += capacity
     report.rows += knowledge_rows(runs, strict, report.notes)  # memorization, tasks, the paper's statements
     return report

@@ -159,7 +159,8 @@ def probe_table(report: Report, experiment: str, metric: str, position: str | No
         mine = [r for r in mine_all if r["run"] == run.name]
         for probe in run.probes():
             if find(mine, probe=probe, metric="probe"):
-                if probe.startswith(metric[0]):  # p_* probes fill the P tables, q_* the Q tables
+                # a P-probe's missing stage is listed in the P tables, a Q-probe's in the Q tables
+                if (report.probe_families.get((run.path, probe)) or "p") == metric[0]:
                     rows.append([labels[run.path], probe, "ours", "?/?", *[MISSING] * len(attrs)])
                 continue
             where = {"probe": probe, **({"position": position} if position else {})}
@@ -222,7 +223,7 @@ def probe_reading(report: Report, experiment: str) -> str | None:
     labels = run_labels(report.runs)
     for run in (r for r in report.runs if r.experiment == experiment):
         mine = [r for r in report.rows if r["run"] == run.name and r["experiment"] == experiment]
-        for probe in (p for p in run.probes() if p.startswith("p")):
+        for probe in (p for p in run.probes() if report.probe_families.get((run.path, p)) == "p"):
             birth = find(mine, metric=metric, probe=probe, position="s0", attribute="birth_date")
             ours = _s0_mean(mine, metric, probe)
             if birth is None or ours is None:

@@ -40,6 +40,7 @@ class Report:
     rows: list[dict]
     notes: list[str] = field(default_factory=list)  # one per missing stage, shown at the top
     probe_data: dict = field(default_factory=dict)  # (run path, probe) -> probes.csv rows, for heatmaps
+    probe_families: dict = field(default_factory=dict)  # (run path, probe) -> p | q | None (unknown)
     settings: dict = field(default_factory=dict)  # run path -> people, steps, model, overrides (run_setting)
     provenance: dict = field(default_factory=dict)  # run path -> its stages' status.json facts
     capacity: list = field(default_factory=list)  # Part 3.3: a record per model and precision (capacity.csv)

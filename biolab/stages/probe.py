@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from biolab.probe.probes import ProbeConfig, run_probe
+import yaml
+
+from biolab.probe.probes import PROBE_KINDS, ProbeConfig, run_probe
 from biolab.stages.kind import Kind
-from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file
+from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, stage_dir
 
 PROBE_COLUMNS = ("model", "data", "probe", "control", "layer", "position", "position_kind", "attribute",
                  "task", "test_acc", "majority", "seen")  # fmt: skip
@@ -40,6 +42,21 @@ def probe_rows(run: Run, probe: str) -> list[dict]:
     if other:  # a manifest wired to another dataset's probe would compare the wrong numbers
         raise StageMissing(f"{run.name}: {path} probes data {', '.join(other)}, the manifest says {run.data}")
     return rows
+
+
+def probe_family(run: Run, probe: str, rows: list[dict] | None = None) -> str | None:
+    """``p`` or ``q`` for the run's probe preset ``probe`` (any name: the family comes from its kind):
+    its probes.csv ``rows`` say the kind, else the manifest's ``probe_kinds``, else (a manifest filed
+    before it recorded them, a stage not done) the stage's config.yaml; None when nothing says."""
+    kind = rows[0].get("probe") if rows else (run.get("probe_kinds") or {}).get(probe)
+    rel = run.probes().get(probe)
+    if kind not in PROBE_KINDS and rel:
+        try:
+            doc = yaml.safe_load((stage_dir(run, rel) / "config.yaml").read_text(encoding="utf-8"))
+            kind = doc["config"]["probe"]["kind"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            return None
+    return PROBE_KINDS.get(kind)
 
 
 def probe_images(run: Run, probe: str) -> list[Path]:
