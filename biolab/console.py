@@ -149,8 +149,10 @@ def short(name: str, width: int = RUN_WIDTH) -> str:
     return f"{name[:head]}…{name[len(name) - (width - 1 - head) :]}"
 
 
-def duration(seconds: float) -> str:
-    """A stage's wall time as a person says it: 42 s, 6 min, 1 h 05 min."""
+def duration(seconds: float | None) -> str:
+    """A stage's wall time as a person says it: 42 s, 6 min, 1 h 05 min (``?`` when not a number)."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "?"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)

@@ -63,6 +63,12 @@ def read_status(run_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def is_done(run_dir: str | Path) -> bool:
+    """Whether ``run_dir``'s status.json says done (False without one; an unreadable one raises)."""
+    status = read_status(run_dir)
+    return isinstance(status, dict) and status.get("status") == "done"
+
+
 def _earlier_fields(run_dir: str | Path) -> dict:
     try:
         old = read_status(run_dir) or {}

@@ -31,8 +31,9 @@ from biolab.data.people import ATTRIBUTES
 from biolab.paper import paper_value
 from biolab.pipeline.plan import run_name, run_overrides
 from biolab.probe.plots import SHORT, plot_layers, plot_positions, plot_query, position_matrix
+from biolab.report.rows import md_table
 from biolab.stages.manifest import StageMissing, load_runs
-from biolab.stages.probe import probe_family, probe_rows
+from biolab.stages.probe import probe_family, probe_rows, query_position
 
 # the demo's root, from the repository (or from notebooks/, where Jupyter starts the kernel)
 ROOT = Path(
@@ -81,7 +82,7 @@ QPROBE_METRIC = {"first": "qprobe_first_token_acc", "whole": "qprobe_whole_attri
 def q_table(run, rows):
     """Last-layer Q-probe per (attribute, task): ours, the majority class, the controls, and the
     paper's number and majority baseline where it reports this dataset; the plot's extra rows too."""
-    position = "end" if any(r["position"] == "end" for r in rows) else "name_last"
+    position = query_position(rows)
     rows = [r for r in rows if r["position_kind"] == "query" and r["position"] == position]
     last = max(int(r["layer"]) for r in rows if r["control"] == "none")
     cells = {(r["attribute"], r["task"], r["control"]): r for r in rows if int(r["layer"]) == last}
@@ -110,12 +111,11 @@ def q_table(run, rows):
     return table, {k: v for k, v in paper.items() if v}, source, position, last
 
 
-def md_table(table):
+def dict_table(table):
+    """A list of dicts as a markdown table, one column per key seen, floats to one decimal."""
     cols = list(dict.fromkeys(k for row in table for k in row))
     fmt = lambda v: "" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in cols) + " |" for row in table]
-    return "\n".join(lines)
+    return md_table(cols, [[fmt(row.get(c)) for c in cols] for row in table])
 
 
 def q_command(run):
@@ -142,7 +142,7 @@ if q_probe is not None:
     path = plot_query(probes[(run, q_probe)], FIGS / "qprobe.png", f"{RUN}: {q_probe}", paper=paper)
     display(Image(filename=str(path)))
     print(f"layer {last}, state at {position}; percents of P_test people")
-    display(Markdown(md_table(table)))
+    display(Markdown(dict_table(table)))
     if not paper:
         print(f"{source} reports no Q-probe for {run.data} (or not at the state we read): no paper column")
     else:

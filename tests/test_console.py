@@ -60,6 +60,7 @@ def test_a_long_run_name_keeps_its_start_and_its_end():
 
 def test_times_read_as_a_person_says_them():
     assert [duration(s) for s in (42, 360, 5400)] == ["42 s", "6 min", "1 h 30 min"]
+    assert duration(None) == duration("12") == "?"  # a status.json without seconds
     assert [clock(s) for s in (5, 432, 3725)] == ["0:05", "7:12", "1:02:05"]
 
 

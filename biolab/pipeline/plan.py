@@ -270,6 +270,7 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
 # Keys that came after many roots were built, with the value that means "as before": a stage config
 # leaves them out at that value, so those roots' stage keys hold.
 ADDED_LATER = {
+    "data": {"max_values": 0, "biod": None},
     "train": {"exposures": None, "min_steps": None},
     "eval": {"gpu_batch_size": EvalConfig.gpu_batch_size},
 }
@@ -279,6 +280,13 @@ def stage_keys(section: str, d: dict) -> dict:
     """A config ``section`` as its stage key holds it: ADDED_LATER's keys left out at their old value."""
     later = ADDED_LATER[section]
     return {k: v for k, v in d.items() if k not in later or v != later[k]}
+
+
+def data_keys(data: dict) -> dict:
+    """A dataset's keys as its stage key holds them: ADDED_LATER's at their old value left out, and the
+    celebrity keys (also added later) while there are no celebrities."""
+    keys = stage_keys("data", data)
+    return keys if data.get("n_celebrities") else {k: v for k, v in keys.items() if k not in CELEBRITY_KEYS}
 
 
 def train_keys(train: dict) -> dict:
@@ -301,12 +309,7 @@ def plan_runs(
     PaperConfig.from_dict(cfg.get("paper") or {})
     EvalConfig.from_dict(cfg["eval"])
     check_combination(cfg, probes or {})
-    # max_values, the celebrity keys and biod came after many roots were built: left out at their defaults
-    # (the celebrity keys while there are none), the data keys of those roots hold.
-    cel = cfg["data"].get("n_celebrities")
-    data = Stage(DATA, {k: v for k, v in cfg["data"].items()
-                        if (k != "max_values" or v) and (k not in CELEBRITY_KEYS or cel)
-                        and (k != "biod" or v is not None)})  # fmt: skip
+    data = Stage(DATA, data_keys(cfg["data"]))
     corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})
     pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": train_keys(cfg["train"])}, {"corpus": corpus})
     probe_stages = {

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.io import save_figure  # noqa: E402
 from biolab.paper import capacity_reference  # noqa: E402
-from biolab.report.rows import FORMAT_ERRORS, flag, row, unreadable  # noqa: E402
+from biolab.report.rows import FORMAT_ERRORS, flag, md_table, row, unreadable  # noqa: E402
 from biolab.stages.capacity import capacity_metrics  # noqa: E402
 from biolab.stages.manifest import Run, StageMissing, check_stage  # noqa: E402
 
@@ -98,7 +98,7 @@ def model_table(records: list[dict]) -> str:
         by_run.setdefault(r["run"], {})[r["quant"]] = r
     head = ["data", "N", "exposures", "model", "P", "bits (of the data's)", "R", "R_max", "R int8", "R int4"]
     lines = [_model_line(q, len(head)) for q in sorted(by_run.values(), key=_model_order)]
-    return _md(head, lines)
+    return md_table(head, lines)
 
 
 def _fp32(quants: dict) -> dict:
@@ -144,7 +144,7 @@ def peak_table(records: list[dict]) -> str:
         fp = [r for r in groups[key] if r["quant"] == "fp32"]
         if fp:
             lines.append(_peak_line(key, fp, groups[key], laws, len(head)))
-    return _md(head, lines)
+    return md_table(head, lines)
 
 
 def _peak_line(key: tuple, fp: list[dict], group: list[dict], laws: dict, width: int) -> list[str]:
@@ -158,11 +158,6 @@ def _peak_line(key: tuple, fp: list[dict], group: list[dict], laws: dict, width:
                 f"{best['bits'] / (best['R_max'] * best['P']):.0%}"]  # fmt: skip
     except FORMAT_ERRORS as err:
         return _missing_line(lead, err, width)
-
-
-def _md(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])  # fmt: skip
 
 
 def plot_capacity(records: list[dict], path: str | Path) -> Path | None:

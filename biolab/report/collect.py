@@ -30,6 +30,7 @@ from biolab.report.rows import (
     FORMAT_ERRORS,
     QA_ATTRIBUTES,
     Report,
+    blank_row,
     count,
     flag,
     pct,
@@ -39,7 +40,7 @@ from biolab.report.rows import (
 )
 from biolab.stages.manifest import Run, StageMissing, check_stage, load_runs, stage_dir
 from biolab.stages.memorization import memorization_metrics
-from biolab.stages.probe import probe_family, probe_rows
+from biolab.stages.probe import probe_family, probe_rows, query_position
 from biolab.stages.qa import eval_metrics
 from biolab.stages.tasks import task_metrics
 
@@ -138,7 +139,7 @@ def probe_result_rows(run: Run, probe: str, rows: list[dict]) -> list[dict]:
     """Last-layer test accuracy at the six special positions (P) or the query's end token (Q), with
     the controls and the majority class; token positions stay in the heatmaps."""
     last = _last_layer(rows)
-    query_pos = "end" if any(r["position"] == "end" for r in rows) else "name_last"
+    query_pos = query_position(rows)
     out = []
     for r in rows:
         kind = r["position_kind"]
@@ -301,14 +302,12 @@ def statement_rows(runs: list[Run]) -> list[dict]:
     for exp, listed in keys.items():
         for key in listed:
             s = known[key]
-            rows.append({
-                "experiment": exp, "scale": ",".join(sorted(scales[exp])), "run": "", "data": "", "model": "",
-                "finetune": "", "split": "test" if s["value"] is not None else "", "probe": "",
-                "attribute": key,
-                "task": s["task"], "metric": "paper_statement", "position": "", "value": None,
-                "paper_value": s["value"], "paper_source": s["source"], "note": s["statement"],
-                "n": None, "ci_low": None, "ci_high": None,
-            })  # fmt: skip
+            rows.append(blank_row(
+                experiment=exp, scale=",".join(sorted(scales[exp])), model="", finetune="",
+                split="test" if s["value"] is not None else "", attribute=key, task=s["task"],
+                metric="paper_statement", paper_value=s["value"], paper_source=s["source"],
+                note=s["statement"],
+            ))  # fmt: skip
     return rows
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from biolab.data.people import ATTRIBUTES
 from biolab.io import save_figure
-from biolab.report.rows import pct, wilson
+from biolab.report.rows import md_table, pct, wilson
 
 
 @dataclass(frozen=True)
@@ -223,13 +223,12 @@ def map_markdown(rows: list[dict]) -> str:
             f"paper (100k people, GPT-2 124M): {'n/a' if paper is None else f'{paper:.1f}'}; "
             "baseline: always the most common P_train value",
             "",
-            "| model | exposures | finetune | setting | " + " | ".join(f"N={n}" for n in people) + " |",
-            "|---" * (4 + len(people)) + "|",
         ]
         keys = sorted(
             {(r["model"], r["exposures"], r["finetune"], r["setting"]) for r in mine},
             key=lambda k: tuple(str(x) for x in k),
         )
+        table = []
         for key in keys:
             cells = []
             for n in people:
@@ -239,8 +238,11 @@ def map_markdown(rows: list[dict]) -> str:
                     if (r["model"], r["exposures"], r["finetune"], r["setting"]) == key and r["N"] == n
                 ]
                 cells.append(_cell(hit[0]) if hit else "")
-            lines.append("| " + " | ".join(str(x) for x in key) + " | " + " | ".join(cells) + " |")
-        lines.append("")
+            table.append([*key, *cells])
+        lines += [
+            md_table(["model", "exposures", "finetune", "setting", *(f"N={n}" for n in people)], table),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from biolab.console import duration
 from biolab.data.people import ATTRIBUTES, SPLITS
 from biolab.paper import paper_statements
 from biolab.probe.plots import SHORT
@@ -17,6 +18,7 @@ from biolab.report.rows import (
     Report,
     find,
     flag,
+    md_table,
     number,
     paper_gaps,
     qa_means,
@@ -84,12 +86,6 @@ def counts(rows: list[dict | None]) -> str:
 
 def signed(v) -> str:
     return "" if v is None else f"{v:+.1f}"
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def qa_mean_table(report: Report, experiment: str) -> str:
@@ -414,14 +410,6 @@ def like_for_like_warning(report: Report, experiment: str) -> str | None:
         return ("> **Check before comparing**: the paper's setting, changed by the overrides above; the "
                 "paper's numbers hold only if they do not touch what its figure measured.")  # fmt: skip
     return None
-
-
-def duration(seconds) -> str:
-    if not isinstance(seconds, int | float):
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def short_commit(sha) -> str:

@@ -82,12 +82,17 @@ def stats(value: float | None, n, interval: bool = True) -> dict:
     return {"n": n, "ci_low": pct(low), "ci_high": pct(high)}
 
 
+def blank_row(**kw) -> dict:
+    """A row of every column, empty (text "", numbers None) but for ``kw``."""
+    numbers = ("value", "paper_value", "scale", "model", "finetune", *STAT_COLUMNS)
+    return {**{c: None if c in numbers else "" for c in COLUMNS}, **kw}
+
+
 def row(run: Run, **kw) -> dict:
-    base = {"experiment": run.experiment, "scale": run.get("scale"), "run": run.name, "data": run.data,
-            "model": run.get("model"), "finetune": run.get("finetune"), "split": "", "probe": "",
-            "attribute": "", "task": "", "metric": "", "position": "", "value": None, "paper_value": None,
-            "paper_source": "", "note": "", "n": None, "ci_low": None, "ci_high": None}  # fmt: skip
-    return {**base, **kw}
+    """A row of ``run``: its experiment, scale, name, data, model and finetune, then ``kw``."""
+    own = {"experiment": run.experiment, "scale": run.get("scale"), "run": run.name, "data": run.data,
+           "model": run.get("model"), "finetune": run.get("finetune")}  # fmt: skip
+    return blank_row(**{**own, **kw})
 
 
 def flag(note: str, strict: bool, notes: list | None) -> None:
@@ -103,6 +108,13 @@ def unreadable(err: BaseException) -> str:
     why = " ".join(str(err).split())
     text = f"{type(err).__name__}: {why}" if why else type(err).__name__
     return f"{MISSING} ({text})".replace("|", "/")  # a markdown cell holds no pipe
+
+
+def md_table(header: list, rows: list[list]) -> str:
+    """A markdown table: the header row, the rule, one line per row (cells as str)."""
+    lines = ["| " + " | ".join(str(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def run_labels(runs: list[Run]) -> dict[Path, str]:

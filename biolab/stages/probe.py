@@ -8,12 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from biolab.probe.probes import PROBE_KINDS, ProbeConfig, run_probe
+from biolab.probe.probes import COLUMNS, PROBE_KINDS, ProbeConfig, run_probe
 from biolab.stages.kind import Kind
 from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, stage_dir
 
-PROBE_COLUMNS = ("model", "data", "probe", "control", "layer", "position", "position_kind", "attribute",
-                 "task", "test_acc", "majority", "seen")  # fmt: skip
+# what a probes.csv must hold to be reported: the writer's columns but those older files may lack
+PROBE_COLUMNS = tuple(c for c in COLUMNS if c not in ("train_acc", "n_train", "n"))
 
 
 def build_probe(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
@@ -57,6 +57,12 @@ def probe_family(run: Run, probe: str, rows: list[dict] | None = None) -> str | 
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             return None
     return PROBE_KINDS.get(kind)
+
+
+def query_position(rows: list[dict]) -> str:
+    """Where a Q-probe's number is read: the end token after the name when the probe has it (the
+    paper's reading), else the name's last token (``probe.end_token=none``)."""
+    return "end" if any(r["position"] == "end" for r in rows) else "name_last"
 
 
 def probe_images(run: Run, probe: str) -> list[Path]:

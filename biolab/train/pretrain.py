@@ -46,7 +46,7 @@ from biolab.device import keep_freed_memory, pick_device
 from biolab.errors import BiolabError, ConfigError
 from biolab.io import check_writable, file_sha256, write_json
 from biolab.model import TRAINING_DATA, ModelConfig, build_model, count_parameters, flops_per_token
-from biolab.status import read_status, write_status
+from biolab.status import is_done, write_status
 from biolab.train.lm_loss import fused_head, lm_loss
 from biolab.train.metrics import bio_first_token_accuracy, corpus_attributes, eval_bios
 from biolab.train.mlm import MaskedStream
@@ -239,8 +239,7 @@ def check_run_dir(run_dir: str | Path, overwrite: bool, prepared: tuple[str, ...
     run (nothing but ``prepared`` entries, hidden ones aside) is never written into; an unwritable
     one fails here rather than mid-run."""
     run_dir = check_writable(run_dir)
-    status = read_status(run_dir)
-    if status and status["status"] == "done" and not overwrite:
+    if is_done(run_dir) and not overwrite:
         raise ConfigError(f"{run_dir} holds a finished run; pass overwrite=true to train it again")
     if run_dir.is_dir() and not any((run_dir / m).is_file() for m in RUN_MARKERS):
         other = sorted(p.name for p in run_dir.iterdir() if p.name[0] != "." and p.name not in prepared)
@@ -536,7 +535,7 @@ def _work_and_resume(
     anything is written, or, with ``overwrite``, starts over as an overwrite of a finished run does."""
     from accelerate.utils import broadcast_object_list
 
-    done = (read_status(run_dir) or {}).get("status") == "done"
+    done = is_done(run_dir)
     found: list = [([], None)]
     if not done and accelerator.is_main_process:  # hashing a checkpoint once is enough
         found = [intact_checkpoint(run_dir)]
