@@ -102,7 +102,8 @@ def test_qa_cells_and_pooled_probe_cells_with_their_intervals(tmp_path):
         "steps-100",
     )
     probe = [c for c in cells if c["effect"].startswith("P-probe s0")]
-    assert [(c["N"], c["setting"]) for c in probe] == [(100, ""), (300, "")]
+    # one cell per pretraining whatever finetuned it (LoRA and full share the probe)
+    assert [(c["N"], c["finetune"], c["setting"]) for c in probe] == [(100, "", ""), (300, "", "")]
     # the five attributes after birth date, pooled: 10..50% on n/2 people each
     assert probe[0]["value"] == 30.0 and probe[0]["n"] == 5 * 50 and probe[0]["baseline"] == 5.0
     assert probe[0]["ci_low"] < 30.0 < probe[0]["ci_high"]

@@ -138,7 +138,7 @@ def map_rows(results: list[dict]) -> list[dict]:
             # a models sweep names the model in the run too: the model column says it already
             setting = "__".join(t for t in setting.split("__") if t and t != rows[0]["model"])
             if effect.attributes is not None:  # a probe reads the pretrained model: every grid point's run
-                setting = ""  # shares it
+                setting = ""  # and every finetune method's shares it
                 if any(
                     (r["effect"], r["N"], r["exposures"], r["model"])
                     == (effect.name, n_people, exposures, rows[0]["model"])
@@ -152,7 +152,7 @@ def map_rows(results: list[dict]) -> list[dict]:
                     "N": n_people,
                     "exposures": exposures,
                     "model": rows[0]["model"],
-                    "finetune": rows[0]["finetune"],
+                    "finetune": "" if effect.attributes is not None else rows[0]["finetune"],
                     "setting": setting,
                     **value,
                     "baseline": baseline["value"] if baseline else None,
