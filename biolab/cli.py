@@ -32,8 +32,8 @@ SLURM_LAUNCHERS = ("slurm", "submitit_slurm")  # submitit refuses these without 
 # must add it: ``++model.d_ff=0``. Imported only to word that error.
 TYPED_SECTIONS = {
     "data": "biolab.data.dataset:DataConfig", "data.biod": "biolab.data.biod:BioDConfig",
-    "model": "biolab.model:ModelConfig", "train": "biolab.train.pretrain:TrainConfig",
-    "finetune": "biolab.train.finetune:FinetuneConfig", "finetune.train": "biolab.train.pretrain:TrainConfig",
+    "model": "biolab.model:ModelConfig", "train": "biolab.train.config:TrainConfig",
+    "finetune": "biolab.train.finetune:FinetuneConfig", "finetune.train": "biolab.train.config:TrainConfig",
     "probe": "biolab.probe.probes:ProbeConfig", "probe.linear": "biolab.probe.linear:LinearProbeConfig",
     "capacity": "biolab.eval.capacity:CapacityConfig",
     "memorization": "biolab.eval.memorization:MemorizationConfig",

@@ -119,7 +119,7 @@ def _training_inputs(args, tmp: Path):
     """(corpus, model config, train config) of the training benches, from the command line."""
     from biolab.data.tokens import Corpus, prepare_corpus
     from biolab.model import ModelConfig
-    from biolab.train.pretrain import TrainConfig
+    from biolab.train.config import TrainConfig
 
     cfg = compose("pretrain", [f"model={args.model}", "train=tiny", f"train.batch_size={args.batch_size}",
                                f"train.ctx={args.ctx}", f"train.steps={args.steps}", *args.set])  # fmt: skip
@@ -237,7 +237,7 @@ def bench_stack_cmd(args, tmp: Path) -> dict:
 
     from biolab.model import ModelConfig
     from biolab.train.bench import bench_stacked
-    from biolab.train.pretrain import TrainConfig
+    from biolab.train.config import TrainConfig
 
     torch.set_num_threads(args.threads)
     if args.model == "tiny":

@@ -25,7 +25,7 @@ from biolab.train.finetune import (
     finetune_run_config,
     model_digest,
 )
-from biolab.train.pretrain import check_run_dir
+from biolab.train.run_folder import check_run_dir
 
 GRID_ENTRIES = ("corpus", "grid", "grid.json")  # what a grid's out holds besides its runs
 

@@ -9,7 +9,9 @@ from biolab.data.dataset import DataConfig, read_meta
 from biolab.data.tokens import Corpus, TokenizerConfig, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
-from biolab.train.pretrain import TrainConfig, check_run_dir, make_accelerator, micro_batches, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import make_accelerator, micro_batches, pretrain
+from biolab.train.run_folder import check_run_dir
 
 
 @hydra_main("pretrain")

@@ -2,7 +2,7 @@ from biolab.data.dataset import DataConfig
 from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.model import ModelConfig
 from biolab.train.bench import bench_pretrain
-from biolab.train.pretrain import TrainConfig
+from biolab.train.config import TrainConfig
 
 
 def test_pretrain_bench_reports_all_three_loops(tmp_path):
@@ -57,7 +57,7 @@ def test_cpu_step_bench_times_each_variant_and_names_the_biggest_ops(tmp_path):
 def test_stacked_bench_trains_k_models_together_and_one_after_another():
     from biolab.model import ModelConfig
     from biolab.train.bench import bench_stacked
-    from biolab.train.pretrain import TrainConfig
+    from biolab.train.config import TrainConfig
 
     cfg = TrainConfig(batch_size=2, ctx=16, steps=2)
     result = bench_stacked(ModelConfig(n_layer=1, n_head=1, d_model=16), 64, 3, cfg, warmup=1)

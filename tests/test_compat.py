@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from biolab.cli import CONF_DIR, compose
-from biolab.pipeline.plan import plan_runs, sweep_variants, validate_plan
+from biolab.cli import CONF_DIR
+from biolab.pipeline.experiment import plan_experiment
+from biolab.pipeline.plan import validate_plan
 from biolab.report.write import build_report
 from biolab.stages.manifest import MANIFESTS, load_runs
 
@@ -24,23 +24,7 @@ OLD_ROOT_PATH = "/tmp/toyroot"  # where the old root lived when its report was w
 
 def planned_runs(base: list[str]) -> list[dict]:
     """The runs scripts/run.py plans for ``base``, every dataset of the experiment."""
-    cfg = compose("run", base)
-    datasets = (
-        list(cfg.datasets)
-        if cfg.datasets
-        else [compose("run", base, hydra=True).hydra.runtime.choices["data"]]
-    )
-    probes = {
-        p: OmegaConf.to_container(compose("run", [*base, f"probe={p}"]).probe, resolve=True)
-        for p in cfg.probes
-    }
-    runs = []
-    sweep = [OmegaConf.to_container(cfg, resolve=True)[k] for k in ("people", "models", "exposures")]
-    for d in datasets:
-        for variant, extra in sweep_variants(*sweep):
-            composed = compose("run", [*base, f"data={d}", *extra])
-            runs += plan_runs(OmegaConf.to_container(composed, resolve=True), probes, variant=variant)
-    return runs
+    return plan_experiment(base)
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

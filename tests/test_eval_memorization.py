@@ -16,7 +16,8 @@ from biolab.eval.memorization import (
     verbatim,
 )
 from biolab.model import ModelConfig, build_model, load_model
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import pretrain
 
 SMALL = ModelConfig(name="t", n_layer=2, n_head=2, d_model=64, max_positions=256)
 

@@ -14,7 +14,8 @@ from biolab.errors import ConfigError
 from biolab.eval.generate import generate_answers
 from biolab.eval.qa import EvalConfig, evaluate_qa, is_correct, majority_baseline, qa_items
 from biolab.model import ModelConfig, build_model, load_model
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 

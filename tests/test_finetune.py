@@ -20,8 +20,9 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig, build_model, load_model
 from biolab.status import read_status
+from biolab.train.config import TrainConfig
 from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, expand_grid, finetune, key_rows
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(n_layer=2, n_head=2, d_model=32, max_positions=64)

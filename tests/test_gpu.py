@@ -16,7 +16,8 @@ from biolab.eval.generate import generate_answers
 from biolab.model import ModelConfig, load_model
 from biolab.probe.linear import LinearProbeConfig
 from biolab.probe.probes import ProbeConfig, run_probe
-from biolab.train.pretrain import TrainConfig, mixed_precision, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import mixed_precision, pretrain
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

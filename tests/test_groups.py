@@ -287,8 +287,9 @@ def test_training_sees_the_celebrities_qas_only(tmp_path):
     """What QA finetuning and mixed training read: exactly the celebrities' six QAs each, never the
     minority's (the minority is what the run is scored on)."""
     from biolab.data.tokens import Corpus, prepare_corpus
+    from biolab.train.config import TrainConfig
     from biolab.train.finetune import QABatches
-    from biolab.train.pretrain import TrainConfig, make_stream
+    from biolab.train.pretrain import make_stream
 
     corpus = Corpus(prepare_corpus(tmp_path, DataConfig(n_people=12, n_celebrities=8), vocab_size=300))
     people = {p["id"]: p for p in rows(tmp_path / "data" / "people.jsonl")}

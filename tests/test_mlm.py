@@ -22,9 +22,10 @@ from biolab.errors import ConfigError
 from biolab.eval import qa as qa_eval
 from biolab.eval.fill import fill_answers
 from biolab.model import ModelConfig, build_model, is_masked_lm, load_model
+from biolab.train.config import TrainConfig
 from biolab.train.finetune import FinetuneConfig, QABatches, apply_lora, finetune
 from biolab.train.mlm import MaskedStream
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.pretrain import pretrain
 
 SMALL = dict(arch="modernbert", n_layer=2, n_head=2, d_model=32, max_positions=64)
 QUIET = dict(batch_size=4, warmup_steps=0, eval_every=0, ckpt_every=0, wandb="disabled")

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose
 from biolab.errors import ConfigError
+from biolab.pipeline.experiment import plan_experiment
 from biolab.pipeline.plan import (
     NAME_LIMIT,
     check_run_names,
@@ -23,18 +24,8 @@ TINY = ["data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64
 
 
 def plan(overrides, datasets=None):
-    cfg = compose("run", overrides)
-    names = datasets or (list(cfg.datasets) if cfg.datasets else [cfg.data.name])
-    probes = {
-        p: OmegaConf.to_container(compose("run", [*overrides, f"probe={p}"]).probe, resolve=True)
-        for p in cfg.probes
-    }
-    runs = []
-    for name in names:
-        runs += plan_runs(
-            OmegaConf.to_container(compose("run", [*overrides, f"data={name}"]), resolve=True), probes
-        )
-    return runs
+    """The runs scripts/run.py plans for ``overrides`` (``datasets``: instead of the experiment's)."""
+    return plan_experiment([*overrides, *([f"datasets=[{','.join(datasets)}]"] if datasets else [])])
 
 
 def test_the_grid_shares_one_pretraining():
@@ -74,7 +65,9 @@ def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
     runs = plan(["experiment=demo", *TINY])
     logs = []
     manifests = run_experiment(runs, tmp_path, progress=False, log=logs.append)
-    assert [m.name for m in manifests] == ["bioS_single.json", "bioS_multi5_permute_fullname.json"]
+    # named after the dataset and the overrides that shape it (cut to a hash past NAME_LIMIT)
+    assert [m.name.split("__")[0] for m in manifests] == ["bioS_single", "bioS_multi5_permute_fullname"]
+    assert "__data.n_people=24__" in manifests[0].name
     m = json.loads(manifests[1].read_text())
     for rel in [m["stages"]["data"], m["stages"]["eval"], *m["stages"]["probe"].values()]:
         assert json.loads((tmp_path / rel / "status.json").read_text())["status"] == "done"
@@ -148,7 +141,9 @@ def test_plan_runs_names_runs_by_their_overrides_and_records_them():
 def test_two_runs_under_one_name_with_other_stages_stop_the_plan():
     same = plan(["experiment=demo"])
     check_run_names([*same, *plan(["experiment=demo"])])  # the same runs twice: one set of stages
-    other = plan(["experiment=demo", "data.n_people=30"])  # named as if no override was given
+    other = plan(["experiment=demo", "data.n_people=30"])
+    assert other[0]["run"] == "bioS_single__data.n_people=30"  # an override names the run
+    other[0]["run"] = "bioS_single"  # as if it had not (a run filed before overrides named runs)
     with pytest.raises(
         ConfigError, match=r"two runs of demo are named bioS_single but differ in corpus, data, "
     ):

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose
 from biolab.errors import ConfigError
+from biolab.pipeline.experiment import plan_experiment
 from biolab.pipeline.plan import plan_runs, sweep_variants
 from biolab.pipeline.runner import run_experiment
 from biolab.report.write import write_report
@@ -17,18 +18,7 @@ TWO = {"a": {"n_layer": 1, "n_head": 1, "d_model": 16}, "b": {"n_layer": 1, "n_h
 
 
 def planned(overrides):
-    cfg = compose("run", overrides)
-    c = OmegaConf.to_container(cfg, resolve=True)
-    probes = {p: OmegaConf.to_container(compose("run", [*overrides, f"probe={p}"]).probe, resolve=True)
-              for p in c["probes"]}  # fmt: skip
-    runs = []
-    for data in c["datasets"] or [c["data"]["name"]]:
-        for variant, extra in sweep_variants(c["people"], c["models"], c["exposures"]):
-            composed = OmegaConf.to_container(
-                compose("run", [*overrides, f"data={data}", *extra]), resolve=True
-            )
-            runs += plan_runs(composed, probes, variant=variant)
-    return runs
+    return plan_experiment(overrides)
 
 
 def test_the_sweep_is_every_combination_named_after_its_values():

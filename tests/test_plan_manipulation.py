@@ -21,8 +21,9 @@ from biolab.pipeline.plan import plan_runs
 from biolab.pipeline.runner import run_experiment
 from biolab.report.rows import COLUMNS
 from biolab.report.write import build_report, write_report
+from biolab.train.config import TrainConfig
 from biolab.train.finetune import QABatches
-from biolab.train.pretrain import TrainConfig, make_stream
+from biolab.train.pretrain import make_stream
 
 TINY32 = [*(o for o in TINY if not o.startswith("data.n_people")), "data.n_people=20", "qa_eval=none",
           "probes=[]"]  # fmt: skip
@@ -219,6 +220,12 @@ OVERRIDES = [*TINY32, "manipulation.tasks=[month_parity,birth_to_first]",
              "paper.statements=[parity_cot,parity_cot_hint,inverse_near_zero]"]  # fmt: skip
 
 
+def filed(root):
+    """The manifest of the run (named after the dataset and the overrides that shape it)."""
+    [path] = (root / "runs" / "custom").glob("bioS_multi5_reverse6__*.json")
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """Every new stage kind built once on 20 people with a 1-layer model and a few steps."""
@@ -230,7 +237,7 @@ def tiny_root(tmp_path_factory):
 
 
 def test_a_tiny_run_builds_every_new_stage_kind_then_reuses_them(tiny_root):
-    m = json.loads((tiny_root / "runs" / "custom" / "bioS_multi5_reverse6.json").read_text())
+    m = json.loads(filed(tiny_root).read_text())
     folders = [
         m["stages"]["memorization"],
         *(p for st in m["stages"]["manipulation"].values() for p in st.values()),
@@ -257,7 +264,7 @@ def test_the_report_shows_the_files_numbers_and_the_papers_statements(tiny_root,
     md, report = build_report(root)
     rows = results(md.parent)
     assert not report.notes and list(rows[0]) == list(COLUMNS)
-    m = json.loads((root / "runs" / "custom" / "bioS_multi5_reverse6.json").read_text())
+    m = json.loads(filed(root).read_text())
     mem = json.loads((root / m["stages"]["memorization"] / "memorization.json").read_text())
     for split in ("train", "test"):
         r = one(rows, metric="bio_completion", split=split, attribute="mean")
@@ -298,7 +305,7 @@ def test_the_report_shows_the_files_numbers_and_the_papers_statements(tiny_root,
 
 def test_a_missing_task_or_memorization_stage_is_flagged_never_reported(tiny_root, tmp_path):
     root = shutil.copytree(tiny_root, tmp_path / "root")
-    path = root / "runs" / "custom" / "bioS_multi5_reverse6.json"
+    path = filed(root)
     m = json.loads(path.read_text())
     (root / m["stages"]["manipulation"]["birth_to_first__ft"]["eval"] / "eval" / "metrics.json").unlink()
     shutil.rmtree(root / m["stages"]["memorization"])

@@ -23,9 +23,11 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig, build_model
 from biolab.status import read_status
+from biolab.train.config import TrainConfig, TrainingError
 from biolab.train.curves import plot_training
 from biolab.train.finetune import finetune_configs
-from biolab.train.pretrain import TrainConfig, TrainingError, log_summary, make_stream, pretrain, train
+from biolab.train.log import log_summary
+from biolab.train.pretrain import make_stream, pretrain, train
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ModelConfig(name="test", n_layer=2, n_head=2, d_model=32, max_positions=64)

@@ -10,7 +10,8 @@ from biolab.model import ModelConfig
 from biolab.probe.linear import LinearProbeConfig
 from biolab.probe.probes import COLUMNS, ProbeConfig, read_csv, run_probe
 from biolab.probe.tasks import TASKS
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import pretrain
 
 LAYERS = 3  # embedding + 2 blocks
 

@@ -472,7 +472,8 @@ def test_the_provenance_table_lists_each_stage_once(fake_root):
     (fake_root / q_fast / "status.json").write_text(json.dumps({"status": "running"}))
     md, report = build_report(fake_root)
     table = md.read_text().split("### Provenance")[1]
-    assert f"| pretrain | bioS_single | `{rel}` | 0123456789+dirty | cuda: NVIDIA H200 x1 | 1 h 30 min |" in table
+    pretrain = f"| pretrain | bioS_single | `{rel}` | 0123456789+dirty | cuda: NVIDIA H200 x1 | 1 h 30 min |"
+    assert pretrain in table
     assert f"| probe q_fast | bioS_single | `{q_fast}` | ? | ? | ? (running) |" in table
     assert "is 'running', not done" in report.notes[0]  # still flagged at the top
     # 6 stages per run (data, corpus, pretrain, eval, two probes), the header line before them

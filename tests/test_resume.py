@@ -14,8 +14,9 @@ from biolab.data.tokens import Corpus, prepare_corpus
 from biolab.errors import ConfigError
 from biolab.model import ModelConfig
 from biolab.status import read_status
+from biolab.train.config import TrainConfig, TrainingError
 from biolab.train.finetune import FinetuneConfig, finetune
-from biolab.train.pretrain import TrainConfig, TrainingError, pretrain
+from biolab.train.pretrain import pretrain
 
 MODEL = ModelConfig(name="test", n_layer=1, n_head=2, d_model=32, max_positions=64)
 

@@ -58,7 +58,7 @@ def test_the_roofline_bench_sets_our_loop_beside_each_roofline(tmp_path):
     from biolab.data.dataset import DataConfig
     from biolab.data.tokens import Corpus, prepare_corpus
     from biolab.train.bench import bench_roofline
-    from biolab.train.pretrain import TrainConfig
+    from biolab.train.config import TrainConfig
 
     corpus = Corpus(prepare_corpus(tmp_path, DataConfig(n_people=40), vocab_size=300))
     cfg = TrainConfig(steps=2, batch_size=2, ctx=16, warmup_steps=1, log_every=1)

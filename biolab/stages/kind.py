@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from biolab.train.pretrain import LOGGING_KEYS
+from biolab.train.config import LOGGING_KEYS
 
 # Keys that change logging or bookkeeping, never the artifact, matched by a key's last part at any depth
 # (train.wandb, finetune.train.wandb): left out of the stage hash, so that turning wandb on does not

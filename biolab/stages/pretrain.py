@@ -8,7 +8,8 @@ from pathlib import Path
 from biolab.data.tokens import Corpus
 from biolab.model import ModelConfig
 from biolab.stages.kind import Kind, wandb_meta
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.pretrain import pretrain
 
 
 def build_pretrain(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:

@@ -14,7 +14,7 @@ from biolab.model import load_model
 from biolab.stages.kind import Kind, wandb_meta
 from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
 from biolab.train.finetune import finetune, finetune_configs
-from biolab.train.pretrain import log_summary
+from biolab.train.log import log_summary
 
 
 def evaluate_model(cfg: dict, data: Path, model_dir: Path, out: Path, progress: bool) -> dict:

@@ -18,8 +18,9 @@ from biolab.stages.kind import Kind, wandb_meta
 from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
 from biolab.stages.pretrain import check_training
 from biolab.stages.qa import check_finetune
+from biolab.train.config import TrainConfig
 from biolab.train.finetune import finetune, finetune_configs
-from biolab.train.pretrain import TrainConfig, pretrain
+from biolab.train.pretrain import pretrain
 
 
 def build_tasks(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:

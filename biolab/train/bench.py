@@ -18,7 +18,9 @@ import torch
 from biolab.data.tokens import Corpus
 from biolab.device import pick_device
 from biolab.model import ModelConfig, build_model, count_parameters, flops_per_token
-from biolab.train.pretrain import TrainConfig, make_stream, mixed_precision, peak_flops, pretrain
+from biolab.train.config import TrainConfig
+from biolab.train.log import peak_flops
+from biolab.train.pretrain import make_stream, mixed_precision, pretrain
 from biolab.train.roofline import linear_layers, step_matmuls
 from biolab.train.roofline import roofline as measure
 

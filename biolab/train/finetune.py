@@ -24,14 +24,10 @@ from biolab.data.tokens import Corpus, TextSet, pad_right
 from biolab.errors import ConfigError
 from biolab.io import file_sha256
 from biolab.model import is_masked_lm, load_pretrained
-from biolab.train.pretrain import (
-    LOGGING_KEYS,
-    TrainConfig,
-    check_run_dir,
-    check_wandb_meta,
-    corpus_training_data,
-    train,
-)
+from biolab.train.config import LOGGING_KEYS, TrainConfig
+from biolab.train.log import check_wandb_meta
+from biolab.train.pretrain import corpus_training_data, train
+from biolab.train.run_folder import check_run_dir
 
 # arch -> (attention modules to adapt, word embedding module, fused qkv layout)
 TARGETS = {
