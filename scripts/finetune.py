@@ -17,12 +17,11 @@ from biolab.model import load_model, model_type, not_a_model, saved_masked_lm, t
 from biolab.status import read_status
 from biolab.train.finetune import (
     check_apart,
-    check_grid,
     config_changes,
-    expand_grid,
     finetune,
     finetune_configs,
     finetune_run_config,
+    grid_points,
     model_digest,
 )
 from biolab.train.run_folder import check_run_dir
@@ -49,13 +48,12 @@ def main(cfg) -> None:
     out, pretrained = Path(cfg.out), Path(cfg.pretrained)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else pretrained.parent / "data"
     eval_cfg = EvalConfig.from_dict(OmegaConf.to_container(cfg.eval, resolve=True))
-    grid = check_grid(OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid is not None else None,
-                      OmegaConf.to_container(cfg.finetune, resolve=True))  # fmt: skip
+    grid = OmegaConf.to_container(cfg.grid, resolve=True) if cfg.grid is not None else None
     runs = []  # every combination is checked before any training starts
-    for name, overrides in expand_grid(grid):
-        c = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-        ft, tr = finetune_configs(OmegaConf.to_container(c.finetune, resolve=True))
-        runs.append((name, overrides, ft, tr))
+    for name, overrides, finetune_cfg in grid_points(
+        OmegaConf.to_container(cfg.finetune, resolve=True), grid
+    ):
+        runs.append((name, overrides, *finetune_configs(finetune_cfg)))
     check_apart(out, pretrained=pretrained, data_dir=data_dir)
     if model_type(pretrained) is None:
         raise not_a_model(pretrained, "pretrained")

@@ -48,7 +48,7 @@ from biolab.stages.probe import PROBE
 from biolab.stages.qa import EVALUATE, FINETUNE
 from biolab.stages.tasks import TASK_EVAL, TASK_FINETUNE, TASK_MIXED
 from biolab.stages.tasks import TASKS as TASK_SET
-from biolab.train.finetune import TARGETS, expand_grid
+from biolab.train.finetune import TARGETS, grid_points
 
 QA_EVAL = ("finetune", "direct", "none")
 MODES = ("finetune", "mixed")
@@ -319,11 +319,7 @@ def plan_runs(
     evals: list[tuple[str, Stage | None, dict | None]] = []
     eval_keys = stage_keys("eval", cfg["eval"])
     if cfg["qa_eval"] == "finetune":
-        for name, overrides in expand_grid(cfg.get("grid") or {}):
-            if any(not o.startswith("finetune.") for o in overrides):
-                raise ConfigError(f"grid keys must be finetune.*, got {overrides}")
-            merged = OmegaConf.merge({"finetune": cfg["finetune"]}, OmegaConf.from_dotlist(overrides))
-            ft = OmegaConf.to_container(merged, resolve=True)["finetune"]
+        for name, _, ft in grid_points(cfg["finetune"], cfg.get("grid")):
             inputs = {"pretrain": pretrain, "data": data, "corpus": corpus}
             evals.append((name, Stage(FINETUNE, {"finetune": ft, "eval": eval_keys}, inputs), ft))
     elif cfg["qa_eval"] == "direct":

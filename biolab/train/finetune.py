@@ -300,6 +300,19 @@ def _is_leaf(finetune_cfg: dict, key: str) -> bool:
     return not isinstance(node, dict)
 
 
+def grid_points(finetune_cfg: dict, grid: dict | None) -> list[tuple[str, list[str], dict]]:
+    """Every point of a finetune ``grid`` (checked first, see check_grid): its name, its overrides
+    and the finetune section with them applied. The one place a grid is expanded: the finetune script
+    and the pipeline's planner both take their runs from here."""
+    from omegaconf import OmegaConf
+
+    points = []
+    for name, overrides in expand_grid(check_grid(grid, finetune_cfg)):
+        merged = OmegaConf.merge({"finetune": finetune_cfg}, OmegaConf.from_dotlist(overrides))
+        points.append((name, overrides, OmegaConf.to_container(merged, resolve=True)["finetune"]))
+    return points
+
+
 def expand_grid(grid: dict) -> list[tuple[str, list[str]]]:
     """``{"finetune.lora_r": [8, 16]}`` -> [("lora_r-8", ["finetune.lora_r=8"]), ...]; {} -> one run.
 
