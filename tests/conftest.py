@@ -193,3 +193,93 @@ def tiny_root(tmp_path_factory):
     run_experiment(runs, root, progress=False, log=lambda m: None)
     write_report(root, experiments="demo")
     return root
+
+
+WARM = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "hydra",
+    "matplotlib.pyplot",
+    "biolab.stages",
+    "biolab.pipeline.experiment",
+    "biolab.pipeline.runner",
+    "biolab.pipeline.claims",
+    "biolab.report.write",
+)
+
+
+def run_in_fork(argv: list[str], cwd=None, env: dict | None = None, timeout: float = 300):
+    """Run the Python script ``argv[0]`` with ``argv[1:]`` as ``__main__`` in a forked child of this
+    test process, as ``subprocess.run([python, *argv], capture_output=True, text=True)`` would: its own
+    process (exit code, cwd, environment, stdout and stderr at the file-descriptor level), but with
+    torch, transformers and Hydra already imported, which costs a fresh interpreter seconds per script.
+    A script that starts processes of its own still may (spawn starts fresh interpreters). The child
+    computes on one thread (see below), as the CLI tests' OMP_NUM_THREADS=1 asked already."""
+    import importlib
+    import os
+    import runpy
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import traceback
+
+    for module in WARM:  # once per test process: what every script imports
+        importlib.import_module(module)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            import torch
+
+            # One thread: libgomp's pool does not survive fork (the parent's worker threads are not
+            # copied), so a parallel region in the child would wait for them forever. A script that
+            # sets its own thread count (scripts/bench.py) runs in a fresh interpreter instead.
+            torch.set_num_threads(1)
+            os.chdir(cwd or os.getcwd())
+            from hydra.core.global_hydra import GlobalHydra
+
+            GlobalHydra.instance().clear()  # a test's compose() in the parent left it initialised
+            sys.argv = [str(a) for a in argv]
+            try:
+                runpy.run_path(str(argv[0]), run_name="__main__")
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if not isinstance(stop.code, int | None):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(argv, timeout)
+        time.sleep(0.02)
+    texts = []
+    for f in (out, err):
+        f.seek(0)
+        texts.append(f.read().decode("utf-8", errors="replace"))
+        f.close()
+    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), texts[0], texts[1])

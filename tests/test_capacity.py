@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import run_in_fork
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
@@ -178,8 +179,6 @@ def saved(tmp_path_factory):
 
 def test_capacity_script_refuses_what_the_pipeline_refuses_before_any_work(saved):
     import os
-    import subprocess
-    import sys
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
@@ -195,8 +194,7 @@ def test_capacity_script_refuses_what_the_pipeline_refuses_before_any_work(saved
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def call(args):
-        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                              cwd=saved, timeout=300, env=env)  # fmt: skip
+        return run_in_fork([script, *args], cwd=saved, timeout=300, env=env)
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(call, [args for args, _ in cases]))

@@ -1,11 +1,10 @@
 import gc
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_in_fork
 
 from biolab.data import dataset as dataset_mod
 from biolab.data.dataset import (
@@ -227,6 +226,6 @@ def test_the_benchmarks_plain_python_yardstick_writes_the_same_bios(tmp_path):
     write_dataset(DataConfig(n_people=300, multi=5, permute=1, fullname=True), tmp_path / "d", progress=False)
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_reference_generate.py"
     args = ["--n-people=300", f"--out={tmp_path / 'ref.jsonl'}", f"--check={tmp_path / 'd'}"]
-    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    r = run_in_fork([script, *args], timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["same_bytes_as_biolab"] is True

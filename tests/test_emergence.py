@@ -2,11 +2,10 @@
 
 import csv
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_in_fork
 
 from biolab.data.people import ATTRIBUTES
 from biolab.report.emergence import map_csv, map_markdown, map_rows, plot_map, sweep_point
@@ -128,9 +127,7 @@ def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tm
     rows = [result("bioS_single__N100__e500", "bioS_single", "qa_exact_match", 3.0)]
     src = tmp_path / "results.csv"
     write_results(src, rows)
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), str(src), str(tmp_path / "out")], capture_output=True, text=True
-    )
+    r = run_in_fork([SCRIPT, src, tmp_path / "out"])
     assert r.returncode == 0, r.stderr
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "emergence_map.csv",
@@ -139,16 +136,12 @@ def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tm
     }
     rows[0]["experiment"] = "fig3_augmentation"
     write_results(src, rows)
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), str(src), str(tmp_path / "x")], capture_output=True, text=True
-    )
+    r = run_in_fork([SCRIPT, src, tmp_path / "x"])
     assert r.returncode == 1 and r.stderr.strip().startswith("error:") and "holds no run" in r.stderr
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("missing", ["nope.csv"])
 def test_a_missing_results_file_is_one_line(tmp_path, missing):
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / missing), str(tmp_path)], capture_output=True, text=True
-    )
+    r = run_in_fork([SCRIPT, tmp_path / missing, tmp_path])
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "is not a file" in r.stderr

@@ -3,14 +3,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import unusable_out
+from conftest import run_in_fork, unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -247,8 +245,8 @@ def test_cli_refuses_an_unusable_out_in_one_line(pretrained, tmp_path, case):
     out, message = unusable_out(tmp_path, case, "ft")
     args = [f"pretrained={root / 'model'}", f"out={out}", "finetune.train.steps=1", "eval.max_people=2",
             "finetune.train.wandb=disabled", "progress=false"]  # fmt: skip
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "finetune.py"), *args], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    r = run_in_fork([ROOT / "scripts" / "finetune.py", *args], timeout=600,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     if case == "not_a_run":

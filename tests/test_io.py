@@ -1,8 +1,7 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_in_fork
 
 from biolab.errors import ConfigError
 from biolab.io import atomic_dir, atomic_write_text, check_output_dir, check_writable
@@ -78,8 +77,7 @@ def test_atomic_dir_under_a_file_is_a_config_error(tmp_path):
 def test_generate_cli_says_an_unwritable_out_in_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     args = ["data.n_people=10", f"out={tmp_path}/file/data", "progress=false"]
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), *args], capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
+    r = run_in_fork([ROOT / "scripts" / "generate.py", *args], timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("error: out=") and "not writable" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 

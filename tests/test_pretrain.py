@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import unusable_out
+from conftest import run_in_fork, unusable_out
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -127,6 +127,8 @@ def cli(run, extra=(), launcher=()):
         "progress=false", *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if list(launcher) == [sys.executable]:  # a plain python: forked from this one, torch imported already
+        return run_in_fork([ROOT / "scripts" / "pretrain.py", *args], timeout=600, env=env)
     return subprocess.run([*launcher, str(ROOT / "scripts" / "pretrain.py"), *args], capture_output=True,
                           text=True, timeout=600, env=env)  # fmt: skip
 

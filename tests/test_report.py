@@ -4,12 +4,10 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_DATASETS, build_fake_root
+from conftest import FAKE_DATASETS, build_fake_root, run_in_fork
 
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
@@ -304,15 +302,15 @@ def test_out_is_replaced_whole_and_only_if_it_is_a_report(fake_root, tmp_path):
 
 
 def test_the_script_prints_the_report_or_one_line_error(fake_root, tmp_path):
-    script = [sys.executable, str(REPO / "scripts" / "report.py")]
+    script = REPO / "scripts" / "report.py"
     out = tmp_path / "rep"
-    r = subprocess.run([*script, f"root={fake_root}", "experiments=demo", f"out={out}"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    r = run_in_fork(
+        [script, f"root={fake_root}", "experiments=demo", f"out={out}"], cwd=tmp_path, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "| bioS_single | tiny | lora |" in r.stdout and (out / "results.csv").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "runs"]  # no hydra outputs/
-    r = subprocess.run([*script, f"root={tmp_path / 'none'}"], capture_output=True, text=True, cwd=tmp_path,
-                       timeout=120)  # fmt: skip
+    r = run_in_fork([script, f"root={tmp_path / 'none'}"], cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: root=") and r.stderr.count("\n") == 1
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import run_in_fork
 
 from biolab.cli import SUBMITIT, plugin_installed
 from biolab.data.check import check_dataset
@@ -26,11 +27,13 @@ STAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"  # a sweep's folder under ROOT/multiru
 pytestmark = pytest.mark.slow  # subprocesses: each starts Python, torch and Hydra
 
 
-def run(*args, cwd=None, env=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]],
-        capture_output=True, text=True, cwd=cwd or ROOT, timeout=300, env=env,
-    )  # fmt: skip
+def run(*args, cwd=None, env=None, fresh=False):
+    """A script run as its own process: forked from this one (torch and Hydra imported already), or
+    ``fresh``, a new interpreter (for what only matters at start-up, like PYTHONPATH)."""
+    if fresh:
+        argv = [sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]]
+        return subprocess.run(argv, capture_output=True, text=True, cwd=cwd or ROOT, timeout=300, env=env)
+    return run_in_fork([ROOT / "scripts" / args[0], *args[1:]], cwd=cwd or ROOT, env=env, timeout=300)
 
 
 def run_all(calls: list[tuple[list[str], Path | None]]) -> list[subprocess.CompletedProcess]:
@@ -329,7 +332,7 @@ def test_a_launcher_without_its_plugin_is_one_line(tmp_path):
     }
     work = tmp_path / "work"
     work.mkdir()
-    r = run("run.py", "-m", "hydra/launcher=slurm", "experiment=demo", cwd=work, env=env)
+    r = run("run.py", "-m", "hydra/launcher=slurm", "experiment=demo", cwd=work, env=env, fresh=True)
     assert r.returncode == 2
     assert r.stderr == "error: hydra/launcher=slurm needs the slurm extra: pip install -e '.[slurm]'\n"
     assert list(work.iterdir()) == []
