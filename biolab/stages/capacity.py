@@ -11,7 +11,7 @@ from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.io import write_json
 from biolab.model import load_model
 from biolab.stages.kind import Kind
-from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
+from biolab.stages.manifest import Run, StageMissing, stage_json
 
 
 def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
@@ -34,11 +34,9 @@ def check_capacity(cfg: dict) -> None:
 
 def capacity_metrics(run: Run) -> dict:
     """The capacity stage's ``capacity.json`` (the trained exposures and a row per model precision)."""
-    check_upstream(run)
-    folder = check_stage(run, run.manifest["stages"].get("capacity"), "capacity")
-    data = read_json(run, need_file(run, folder, "capacity.json", "capacity"), "capacity")
+    path, data = stage_json(run, "capacity", "capacity.json")
     if not isinstance(data.get("rows"), list) or not data["rows"]:
-        raise StageMissing(f"{run.name}: {folder}/capacity.json has no rows")
+        raise StageMissing(f"{run.name}: {path} has no rows")
     return data
 
 

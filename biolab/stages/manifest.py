@@ -179,6 +179,15 @@ def need_file(run: Run, folder: Path, name: str, what: str) -> Path:
     return path
 
 
+def stage_json(run: Run, key: str, name: str) -> tuple[Path, dict]:
+    """The path and JSON object of file ``name`` in the run's done ``key`` stage (``eval``,
+    ``memorization``, ``capacity``), once the stages it was built from are done too."""
+    check_upstream(run)
+    folder = check_stage(run, run.manifest["stages"].get(key), key)
+    path = need_file(run, folder, name, key)
+    return path, read_json(run, path, key)
+
+
 def _json_object(path: Path, what: str, error: type[Exception], prefix: str = "") -> dict:
     """``path`` parsed as a JSON object, or ``error`` saying which file and why."""
     try:

@@ -9,7 +9,7 @@ from biolab.eval.memorization import MemorizationConfig, bio_completion, verbati
 from biolab.io import write_json
 from biolab.model import load_model
 from biolab.stages.kind import Kind
-from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
+from biolab.stages.manifest import Run, StageMissing, stage_json
 
 
 def build_memorization(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
@@ -31,12 +31,10 @@ def check_memorization(cfg: dict) -> None:
 
 def memorization_metrics(run: Run) -> dict:
     """The memorization stage's ``memorization.json`` (bio_completion, verbatim)."""
-    check_upstream(run)
-    folder = check_stage(run, run.manifest["stages"].get("memorization"), "memorization")
-    data = read_json(run, need_file(run, folder, "memorization.json", "memorization"), "memorization")
+    path, data = stage_json(run, "memorization", "memorization.json")
     for key in ("bio_completion", "verbatim"):
         if not isinstance((data.get(key) or {}).get("splits"), dict):
-            raise StageMissing(f"{run.name}: {folder}/memorization.json has no {key} splits")
+            raise StageMissing(f"{run.name}: {path} has no {key} splits")
     return data
 
 

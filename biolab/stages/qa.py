@@ -12,7 +12,7 @@ from biolab.device import pick_device
 from biolab.eval.qa import EvalConfig, evaluate_qa
 from biolab.model import load_model
 from biolab.stages.kind import Kind, wandb_meta
-from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
+from biolab.stages.manifest import Run, StageMissing, stage_json
 from biolab.train.finetune import finetune, finetune_configs
 from biolab.train.log import log_summary
 
@@ -62,10 +62,7 @@ def check_finetune(cfg: dict) -> None:
 
 def eval_metrics(run: Run) -> dict:
     """The QA eval's ``metrics.json`` ({"splits": {"train": {...}, "test": {...}}})."""
-    check_upstream(run)
-    folder = check_stage(run, run.manifest["stages"].get("eval"), "eval")
-    path = need_file(run, folder, "eval/metrics.json", "eval")
-    metrics = read_json(run, path, "eval")
+    path, metrics = stage_json(run, "eval", "eval/metrics.json")
     if not isinstance(metrics.get("splits"), dict):
         raise StageMissing(f"{run.name}: {path} has no 'splits'")
     return metrics
