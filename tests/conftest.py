@@ -82,6 +82,7 @@ def build_fake_root(root, experiment="demo", datasets=FAKE_DATASETS, heatmaps=FA
     import numpy as np
 
     from biolab.data.people import ATTRIBUTES
+    from biolab.stages.manifest import RunManifest
 
     root = Path(root)
     for i, data in enumerate(datasets):
@@ -123,16 +124,23 @@ def build_fake_root(root, experiment="demo", datasets=FAKE_DATASETS, heatmaps=FA
                 from biolab.probe.plots import plot_probe_run
 
                 plot_probe_run(rows, folder)
-            probe_stages[kind] = folder.relative_to(root).as_posix()
-        manifest = {
-            "experiment": experiment, "scale": "tiny", "run": data, "data": data, "model": "tiny",
-            "finetune": "lora", "finetune_method": "lora", "grid": "run", "train": "tiny", "qa_ratio": 0.0,
-            "stages": {**{k: v.relative_to(root).as_posix() for k, v in stages.items()},
-                       "probe": probe_stages},
-            "paper": dict(FAKE_PAPER),
-        }  # fmt: skip
+            probe_stages[f"probe/{kind}"] = folder.relative_to(root).as_posix()
+        manifest = RunManifest(
+            experiment=experiment,
+            scale="tiny",
+            run=data,
+            data=data,
+            model="tiny",
+            finetune="lora",
+            finetune_method="lora",
+            grid="run",
+            train="tiny",
+            qa_ratio=0.0,
+            paper=dict(FAKE_PAPER),
+            stages={**{k: v.relative_to(root).as_posix() for k, v in stages.items()}, **probe_stages},
+        )  # the current format; tests/golden/old_root holds manifests of the first
         (root / "runs" / experiment).mkdir(parents=True, exist_ok=True)
-        (root / "runs" / experiment / f"{data}.json").write_text(json.dumps(manifest, indent=2))
+        (root / "runs" / experiment / f"{data}.json").write_text(json.dumps(manifest.to_dict(), indent=2))
     return root
 
 

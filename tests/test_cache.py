@@ -313,7 +313,7 @@ def test_a_real_root_with_truncated_outputs_rebuilds_each_damaged_stage(tmp_path
                "eval": "eval/metrics.json"}  # fmt: skip
     for key, name in damaged.items():
         truncate(tmp_path / stages[key] / name)
-    truncate(tmp_path / stages["probe"]["p_fast"] / "probes.csv")
+    truncate(tmp_path / stages["probe/p_fast"] / "probes.csv")
     logs = []
     with pytest.raises(StageError, match="data is damaged: bios.jsonl has"):
         run_experiment(plan(), tmp_path, progress=False, log=logs.append, strict=True)

@@ -97,7 +97,7 @@ def test_a_section_or_figure_that_cannot_be_drawn_is_a_note_not_a_crash(fake_roo
 def test_a_run_whose_files_have_an_odd_shape_is_a_note(fake_root):
     add_capacity_run(fake_root, "cap_odd", [["not", "a", "record"]])
     md, report = build_report(fake_root)
-    assert any("its numbers could not be read: missing (AttributeError" in n for n in report.notes)
+    assert any("numbers could not be read: missing (AttributeError" in n for n in report.notes)
     assert "## Experiment `demo`" in md.read_text()
     shutil.rmtree(fake_root / "report")
 
@@ -157,7 +157,7 @@ def test_logging_keys_name_no_run_and_change_no_stage():
     assert run_name("bioS_single", run_overrides(LOGGING)) == "bioS_single"
     plain = plan_runs(OmegaConf.to_container(compose("run", ["qa_eval=direct"]), resolve=True))
     logged = OmegaConf.to_container(compose("run", ["qa_eval=direct", *LOGGING[:3]]), resolve=True)
-    assert plan_runs(logged, named=run_overrides(LOGGING))[0]["stages"] == plain[0]["stages"]
+    assert plan_runs(logged, named=run_overrides(LOGGING))[0].manifest.stages == plain[0].manifest.stages
     assert all(is_volatile(o.lstrip("+").split("=")[0]) for o in LOGGING)
 
 
@@ -281,7 +281,9 @@ from pathlib import Path
 from biolab import stages
 from biolab.pipeline.cache import Stage
 from biolab.stages.data import DATA
+from biolab.pipeline.plan import PlannedRun
 from biolab.pipeline.runner import run_experiment
+from biolab.stages.manifest import RunManifest
 
 def slow(cfg, inputs, out, progress, context):
     Path(sys.argv[2], str(os.getpid())).write_text("")
@@ -290,8 +292,8 @@ def slow(cfg, inputs, out, progress, context):
 SLOW = stages.KINDS[DATA.name] = replace(DATA, build=slow)  # also in each spawned worker
 
 if __name__ == "__main__":
-    runs = [{"experiment": "x", "run": f"r{i}", "scale": "tiny",
-             "stage_objs": [Stage(SLOW, {"name": f"d{i}", "n_people": 10})]} for i in range(2)]
+    runs = [PlannedRun(RunManifest("x", f"r{i}", f"d{i}", {}, scale="tiny"),
+                       [Stage(SLOW, {"name": f"d{i}", "n_people": 10})]) for i in range(2)]
     run_experiment(runs, sys.argv[1], progress=False, log=lambda m: None, jobs=2)
 """
 

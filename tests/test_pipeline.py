@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -8,13 +9,14 @@ from biolab.errors import ConfigError
 from biolab.pipeline.experiment import plan_experiment
 from biolab.pipeline.plan import (
     NAME_LIMIT,
+    PlannedRun,
     check_run_names,
     plan_runs,
     run_name,
     run_overrides,
 )
 from biolab.pipeline.runner import run_experiment
-from biolab.stages.manifest import load_runs
+from biolab.stages.manifest import Run, load_runs
 from biolab.stages.probe import probe_family
 
 TINY = ["data.n_people=24", "train.steps=4", "train.batch_size=4", "train.ctx=64", "model.n_layer=1",
@@ -30,25 +32,25 @@ def plan(overrides, datasets=None):
 
 def test_the_grid_shares_one_pretraining():
     runs = plan(["experiment=fig2_finetune_grid"])
-    assert len(runs) == 8 and len({r["stages"]["pretrain"] for r in runs}) == 1
-    assert len({r["stages"]["eval"] for r in runs}) == 8
+    assert len(runs) == 8 and len({r.manifest.stages["pretrain"] for r in runs}) == 1
+    assert len({r.manifest.stages["eval"] for r in runs}) == 8
 
 
 def test_datasets_share_nothing_but_experiments_share_stages():
     pprobe = plan(["experiment=pprobe_contrast"])
     same = ["data.n_people=500", "data.max_values=10", "train.steps=2500"]  # pprobe_contrast's own
     fig3 = plan(["experiment=fig3_augmentation", *same], datasets=["bioS_single"])
-    assert pprobe[0]["stages"]["pretrain"] == fig3[0]["stages"]["pretrain"]
-    assert pprobe[0]["stages"]["data"] != pprobe[1]["stages"]["data"]
+    assert pprobe[0].manifest.stages["pretrain"] == fig3[0].manifest.stages["pretrain"]
+    assert pprobe[0].manifest.stages["data"] != pprobe[1].manifest.stages["data"]
 
 
 def test_max_values_at_its_default_keeps_every_earlier_data_key():
     cfg = OmegaConf.to_container(compose("run", ["experiment=fig3_augmentation"]), resolve=True)
-    key = plan_runs(cfg)[0]["stages"]["data"]
+    key = plan_runs(cfg)[0].manifest.stages["data"]
     del cfg["data"]["max_values"]
-    assert plan_runs(cfg)[0]["stages"]["data"] == key  # roots built before the key still match
+    assert plan_runs(cfg)[0].manifest.stages["data"] == key  # roots built before the key still match
     cfg["data"]["max_values"] = 10
-    assert plan_runs(cfg)[0]["stages"]["data"] != key
+    assert plan_runs(cfg)[0].manifest.stages["data"] != key
 
 
 def test_bad_qa_eval_and_grid_keys():
@@ -69,22 +71,28 @@ def test_a_tiny_experiment_runs_then_is_reused(tmp_path):
     assert [m.name.split("__")[0] for m in manifests] == ["bioS_single", "bioS_multi5_permute_fullname"]
     assert "__data.n_people=24__" in manifests[0].name
     m = json.loads(manifests[1].read_text())
-    for rel in [m["stages"]["data"], m["stages"]["eval"], *m["stages"]["probe"].values()]:
+    assert {"probe/p_fast", "probe/q_fast"} <= set(m["stages"])  # one flat map of slots (format 2)
+    for rel in [
+        m["stages"]["data"],
+        m["stages"]["eval"],
+        m["stages"]["probe/p_fast"],
+        m["stages"]["probe/q_fast"],
+    ]:
         assert json.loads((tmp_path / rel / "status.json").read_text())["status"] == "done"
     assert (tmp_path / m["stages"]["eval"] / "eval" / "metrics.json").is_file()
-    assert (tmp_path / m["stages"]["probe"]["p_fast"] / "probes.csv").is_file()
+    assert (tmp_path / m["stages"]["probe/p_fast"] / "probes.csv").is_file()
     # what the stages record themselves survives the runner's own "done" (one merging writer)
     pre = json.loads((tmp_path / m["stages"]["pretrain"] / "status.json").read_text())
     assert pre["status"] == "done" and pre["final"]["step"] == 4 and pre["params_no_embeddings"] > 0
-    probe = json.loads((tmp_path / m["stages"]["probe"]["p_fast"] / "status.json").read_text())
+    probe = json.loads((tmp_path / m["stages"]["probe/p_fast"] / "status.json").read_text())
     assert (
         probe["rows"]
-        == len((tmp_path / m["stages"]["probe"]["p_fast"] / "probes.csv").read_text().splitlines()) - 1
+        == len((tmp_path / m["stages"]["probe/p_fast"] / "probes.csv").read_text().splitlines()) - 1
     )
     # a probe's family (p or q) from the manifest's probe_kinds, or from its stage's config.yaml
     run = load_runs(tmp_path)[1]
     assert run.get("probe_kinds") == {"p_fast": "p_fast", "q_fast": "q_fast"}
-    del run.manifest["probe_kinds"]
+    run = Run(run.root, run.path, dataclasses.replace(run.manifest, probe_kinds={}))
     assert {p: probe_family(run, p) for p in run.probes()} == {"p_fast": "p", "q_fast": "q"}
     logs.clear()
     run_experiment(plan(["experiment=demo", *TINY]), tmp_path, progress=False, log=logs.append)
@@ -132,22 +140,25 @@ def test_plan_runs_names_runs_by_their_overrides_and_records_them():
     overrides = ["experiment=fig2_finetune_grid", "finetune.train.lr=1e-3"]
     cfg = OmegaConf.to_container(compose("run", overrides), resolve=True)
     runs = plan_runs(cfg, named=run_overrides(overrides))
-    assert len(runs) == 8 and all(r["overrides"] == ["finetune.train.lr=0.001"] for r in runs)
-    assert all(r["run"].startswith("bioS_single__finetune.train.lr=0.001__") for r in runs)  # then the grid
-    plain = plan_runs(cfg)[0]
-    assert plain["overrides"] == [] and plain["run"] == f"bioS_single__{plain['grid']}"
+    assert len(runs) == 8 and all(r.manifest.overrides == ["finetune.train.lr=0.001"] for r in runs)
+    assert all(
+        r.manifest.run.startswith("bioS_single__finetune.train.lr=0.001__") for r in runs
+    )  # then the grid
+    plain = plan_runs(cfg)[0].manifest
+    assert plain.overrides == [] and plain.run == f"bioS_single__{plain.grid}"
 
 
 def test_two_runs_under_one_name_with_other_stages_stop_the_plan():
     same = plan(["experiment=demo"])
     check_run_names([*same, *plan(["experiment=demo"])])  # the same runs twice: one set of stages
     other = plan(["experiment=demo", "data.n_people=30"])
-    assert other[0]["run"] == "bioS_single__data.n_people=30"  # an override names the run
-    other[0]["run"] = "bioS_single"  # as if it had not (a run filed before overrides named runs)
+    assert other[0].manifest.run == "bioS_single__data.n_people=30"  # an override names the run
+    # as if it had not (a run filed before overrides named runs)
+    unnamed = PlannedRun(dataclasses.replace(other[0].manifest, run="bioS_single"), other[0].build)
     with pytest.raises(
         ConfigError, match=r"two runs of demo are named bioS_single but differ in corpus, data, "
     ):
-        check_run_names([same[0], other[0]])
+        check_run_names([same[0], unnamed])
 
 
 def test_a_stage_s_wandb_run_is_named_grouped_and_tagged_by_the_run_that_built_it(tmp_path):

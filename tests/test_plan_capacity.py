@@ -18,7 +18,8 @@ TWO = {"a": {"n_layer": 1, "n_head": 1, "d_model": 16}, "b": {"n_layer": 1, "n_h
 
 
 def planned(overrides):
-    return plan_experiment(overrides)
+    """The manifests of the runs ``python scripts/run.py OVERRIDES`` plans."""
+    return [r.manifest for r in plan_experiment(overrides)]
 
 
 def test_the_sweep_is_every_combination_named_after_its_values():
@@ -34,22 +35,22 @@ def test_the_sweep_is_every_combination_named_after_its_values():
 
 def test_cap_fig1_pretrains_each_model_per_exposures_on_one_dataset_and_measures_each():
     runs = planned(["experiment=cap_fig1"])
-    assert len(runs) == 12 and len({r["stages"]["data"] for r in runs}) == 1
-    assert len({r["stages"]["pretrain"] for r in runs}) == 12
-    assert all(r["stages"]["capacity"] and r["run"].startswith("bioD_cap__N300__gpt2-") for r in runs)
-    arch = {r["run"]: r for r in planned(["experiment=cap_arch"])}
+    assert len(runs) == 12 and len({r.stages["data"] for r in runs}) == 1
+    assert len({r.stages["pretrain"] for r in runs}) == 12
+    assert all(r.stages["capacity"] and r.run.startswith("bioD_cap__N300__gpt2-") for r in runs)
+    arch = {r.run: r for r in planned(["experiment=cap_arch"])}
     # the GPT2 model of cap_arch is cap_fig1's at 100 exposures: built once
-    shared = next(r for r in runs if r["run"] == "bioD_cap__N300__gpt2-2-2__e100")
-    assert arch["bioD_cap__N300__gpt2-2-2__e100"]["stages"]["pretrain"] == shared["stages"]["pretrain"]
+    shared = next(r for r in runs if r.run == "bioD_cap__N300__gpt2-2-2__e100")
+    assert arch["bioD_cap__N300__gpt2-2-2__e100"].stages["pretrain"] == shared.stages["pretrain"]
 
 
 def test_unset_exposures_keep_every_earlier_pretraining_key():
     cfg = OmegaConf.to_container(compose("run", ["experiment=fig3_augmentation"]), resolve=True)
-    key = plan_runs(cfg)[0]["stages"]["pretrain"]
+    key = plan_runs(cfg)[0].manifest.stages["pretrain"]
     for k in ("exposures", "min_steps"):
         del cfg["train"][k]
     del cfg["data"]["biod"]
-    assert plan_runs(cfg)[0]["stages"]["pretrain"] == key
+    assert plan_runs(cfg)[0].manifest.stages["pretrain"] == key
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -67,7 +68,7 @@ def test_a_tiny_sweep_runs_and_its_csv_recomputes_r(tmp_path):
     over = ["experiment=cap_fig1", "people=[16]", "exposures=[2]", f"models={TWO}".replace("'", ""),
             "data.multi=2", "train.warmup_steps=0", "train.min_steps=null", "capacity.quantize=[4]",
             "train.wandb=disabled", "progress=false"]  # fmt: skip
-    runs = planned(over)
+    runs = plan_experiment(over)
     run_experiment(runs, tmp_path, progress=False)
     write_report(tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "report" / "capacity.csv")))

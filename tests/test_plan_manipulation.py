@@ -19,8 +19,9 @@ from biolab.errors import BiolabError, ConfigError, DataFileError, ReportError
 from biolab.paper import paper_statements
 from biolab.pipeline.plan import plan_runs
 from biolab.pipeline.runner import run_experiment
-from biolab.report.rows import COLUMNS
 from biolab.report.write import build_report, write_report
+from biolab.stages.manifest import RunManifest
+from biolab.stages.rows import COLUMNS
 from biolab.train.config import TrainConfig
 from biolab.train.finetune import QABatches
 from biolab.train.pretrain import make_stream
@@ -120,7 +121,7 @@ def test_bad_task_corpora_fail_clearly(task_corpus, tmp_path):
 
 
 def stage_keys(runs):
-    return [(r["run"], json.dumps(r["stages"], sort_keys=True)) for r in runs]
+    return [(r.manifest.run, json.dumps(r.manifest.stages, sort_keys=True)) for r in runs]
 
 
 def test_the_defaults_leave_every_plan_as_it_was():
@@ -129,8 +130,10 @@ def test_the_defaults_leave_every_plan_as_it_was():
     bare = {k: v for k, v in cfg.items() if k not in ("manipulation", "memorization")}
     bare["paper"] = {k: v for k, v in cfg["paper"].items() if k != "statements"}
     old, new = plan_runs(bare), plan_runs(cfg)
-    assert stage_keys(old) == stage_keys(new) and set(new[0]) == set(old[0])
-    assert [s.key for s in new[0]["stage_objs"]] == [s.key for s in old[0]["stage_objs"]]
+    assert stage_keys(old) == stage_keys(new) and set(new[0].manifest.to_dict()) == set(
+        old[0].manifest.to_dict()
+    )
+    assert [s.key for s in new[0].build] == [s.key for s in old[0].build]
 
 
 def test_part32_experiments_share_stages_with_part31():
@@ -138,15 +141,13 @@ def test_part32_experiments_share_stages_with_part31():
     demo = plan(["experiment=fig3_augmentation"], datasets=["bioS_single", "bioS_multi5_permute_fullname"])
     mem = plan(["experiment=p32_memorization"])
     for d, m in zip(demo, mem, strict=True):
-        assert (d["stages"]["pretrain"], d["stages"]["eval"]) == (
-            m["stages"]["pretrain"],
-            m["stages"]["eval"],
-        )
-        assert m["stages"]["memorization"].startswith("memorization/") and "memorization" not in d["stages"]
+        d, m = d.manifest, m.manifest
+        assert (d.folder("pretrain"), d.folder("eval")) == (m.folder("pretrain"), m.folder("eval"))
+        assert m.folder("memorization").startswith("memorization/") and d.folder("memorization") is None
     inverse = plan(["experiment=p32_inverse_search"])
     manip = plan(["experiment=p32_manipulation"])
-    assert manip[0]["stages"]["pretrain"] == inverse[0]["stages"]["pretrain"]  # one multi5+permute base
-    tasks = inverse[0]["stages"]["manipulation"]
+    assert manip[0].manifest.folder("pretrain") == inverse[0].manifest.folder("pretrain")  # one base
+    tasks = {label: run["stages"] for label, run in inverse[0].manifest.task_runs().items()}
     assert set(tasks) == {
         "birth_to_first__ft",
         "all_to_first__ft",
@@ -157,7 +158,7 @@ def test_part32_experiments_share_stages_with_part31():
     assert tasks["all_to_first__ft"]["train"].startswith("task_finetune/")
     assert tasks["all_to_first__mix0.5"]["train"].startswith("task_mixed/")
     assert tasks["all_to_first__mix0.5"]["train"] != tasks["all_to_first__mix0.8"]["train"]
-    info = manip[0]["manipulation"]
+    info = manip[0].manifest.tasks
     assert [
         info[k]["hint_prob"] for k in ("month_parity-hint_prob0.0__ft", "month_parity-hint_prob0.5__ft")
     ] == [
@@ -167,16 +168,15 @@ def test_part32_experiments_share_stages_with_part31():
     assert (
         info["birth_day__ft"]["hint_prob"] == 0.0
     )  # no hint exists: the task set is the same whatever it says
-    ft = next(s for s in manip[0]["stage_objs"] if s.kind == "task_eval").inputs["model"].config["finetune"]
+    ft = next(s for s in manip[0].build if s.kind == "task_eval").inputs["model"].config["finetune"]
     assert ft["lora_r"] == 16 and ft["train"]["lr"] == 1e-3  # manipulation.finetune overrides the preset
 
 
 def test_a_task_may_set_its_own_modes_without_changing_its_label_or_stages():
-    shared = plan([*TINY32, "manipulation.tasks=[birth_day]", "manipulation.modes=[finetune]"])[0]["stages"][
-        "manipulation"
-    ]
+    shared = plan([*TINY32, "manipulation.tasks=[birth_day]", "manipulation.modes=[finetune]"])
+    shared = {label: run["stages"] for label, run in shared[0].manifest.task_runs().items()}
     own = [*TINY32, "manipulation.tasks=[{task: birth_day, modes: [finetune, mixed], qa_ratios: [0.5]}]"]
-    tasks = plan(own)[0]["stages"]["manipulation"]
+    tasks = {label: run["stages"] for label, run in plan(own)[0].manifest.task_runs().items()}
     assert set(tasks) == {"birth_day__ft", "birth_day__mix0.5"}
     assert tasks["birth_day__ft"] == shared["birth_day__ft"]  # same label, same stage keys
 
@@ -238,15 +238,14 @@ def tiny_root(tmp_path_factory):
 
 def test_a_tiny_run_builds_every_new_stage_kind_then_reuses_them(tiny_root):
     m = json.loads(filed(tiny_root).read_text())
-    folders = [
-        m["stages"]["memorization"],
-        *(p for st in m["stages"]["manipulation"].values() for p in st.values()),
-    ]
+    assert m["format"] == 2 and all(isinstance(v, str) for v in m["stages"].values())  # one flat map
+    runs = RunManifest.from_dict(m).task_runs()
+    folders = [m["stages"]["memorization"], *(p for run in runs.values() for p in run["stages"].values())]
     kinds = {f.split("/")[0] for f in folders}
     assert kinds == {"memorization", "tasks", "task_finetune", "task_mixed", "task_eval"}
     for rel in folders:
         assert json.loads((tiny_root / rel / "status.json").read_text())["status"] == "done"
-    mixed = m["stages"]["manipulation"]["month_parity__mix0.8"]["train"]
+    mixed = m["stages"]["manipulation/month_parity__mix0.8/train"]
     assert "qa_ratio: 0.8" in (tiny_root / mixed / "config.yaml").read_text()
     assert m["manipulation"]["birth_to_first__ft"] == {
         "task": "birth_to_first", "n_train": None, "n_test": None, "hint_prob": 0.0, "seed": 0,
@@ -271,8 +270,8 @@ def test_the_report_shows_the_files_numbers_and_the_papers_statements(tiny_root,
         assert float(r["value"]) == pytest.approx(100 * mem["bio_completion"]["splits"][split]["mean"])
         r = one(rows, metric="verbatim_exact", split=split)
         assert float(r["value"]) == pytest.approx(100 * mem["verbatim"]["splits"][split]["exact"])
-    for label, st in m["stages"]["manipulation"].items():
-        metrics = json.loads((root / st["eval"] / "eval" / "metrics.json").read_text())
+    for label, run in RunManifest.from_dict(m).task_runs().items():
+        metrics = json.loads((root / run["stages"]["eval"] / "eval" / "metrics.json").read_text())
         for split in ("train", "test"):
             r = one(rows, task=label, metric="task_answer", split=split)
             assert float(r["value"]) == pytest.approx(100 * metrics["splits"][split]["answer"])
@@ -307,7 +306,7 @@ def test_a_missing_task_or_memorization_stage_is_flagged_never_reported(tiny_roo
     root = shutil.copytree(tiny_root, tmp_path / "root")
     path = filed(root)
     m = json.loads(path.read_text())
-    (root / m["stages"]["manipulation"]["birth_to_first__ft"]["eval"] / "eval" / "metrics.json").unlink()
+    (root / m["stages"]["manipulation/birth_to_first__ft/eval"] / "eval" / "metrics.json").unlink()
     shutil.rmtree(root / m["stages"]["memorization"])
     md, report = build_report(root)
     rows = results(md.parent)

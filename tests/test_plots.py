@@ -144,7 +144,7 @@ def test_without_controls_the_position_heatmap_shows_the_majority_alone(tmp_path
 def test_the_q_probe_heatmap_carries_baselines_and_the_papers_rows(fake_root, tmp_path, figures):
     rows = []
     for m in (fake_root / "runs" / "demo").glob("bioS_single.json"):
-        folder = fake_root / json.loads(m.read_text())["stages"]["probe"]["q_fast"]
+        folder = fake_root / json.loads(m.read_text())["stages"]["probe/q_fast"]
         rows = list(csv.DictReader(open(folder / "probes.csv")))
     paper = {"paper": {("company_city", "first"): 13.1}}
     probe_plots.plot_query(rows, tmp_path / "q.png", "bioS_single", paper=paper)
@@ -166,7 +166,7 @@ def test_the_notebook_says_what_to_run_without_a_q_probe(fake_root, tmp_path, mo
 
     for m in (fake_root / "runs" / "demo").glob("*.json"):
         manifest = json.loads(m.read_text())
-        shutil.rmtree(fake_root / manifest["stages"]["probe"].pop("q_fast"))
+        shutil.rmtree(fake_root / manifest["stages"].pop("probe/q_fast"))
         m.write_text(json.dumps(manifest))
     monkeypatch.setenv("BIOLAB_ROOT", str(fake_root))
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -12,9 +12,11 @@ from conftest import FAKE_DATASETS, build_fake_root, run_in_fork
 from biolab.data.people import ATTRIBUTES
 from biolab.errors import ConfigError, ReportError
 from biolab.paper import SOURCE_KEYS, paper_value
-from biolab.report.collect import PROBE_METRICS, QA_KEYS
-from biolab.report.rows import COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, spearman, wilson
+from biolab.report.rows import spearman
 from biolab.report.write import build_report, write_report
+from biolab.stages.probe import PROBE_METRICS
+from biolab.stages.qa import QA_KEYS
+from biolab.stages.rows import COLUMNS, RESULT_COLUMNS, STAT_COLUMNS, wilson
 
 FIG3 = "P3.1 Fig 3 left (= Fig 7 left)"
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +52,7 @@ def interval(value, n):
 
 
 def probes(root, data, probe):
-    with open(root / manifest(root, data)["stages"]["probe"][probe] / "probes.csv", newline="") as f:
+    with open(root / manifest(root, data)["stages"][f"probe/{probe}"] / "probes.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -125,7 +127,7 @@ def test_the_figures_are_written_and_shown_inline(tmp_path):
         assert (out / "figures" / "demo" / data / "p_fast" / "positions.png").is_file()
         assert (out / "figures" / "demo" / data / "p_fast" / "layers_first.png").is_file()
         assert (out / "figures" / "demo" / data / "q_fast" / "qprobe.png").is_file()
-    kept = fake_root / manifest(fake_root, "bioS_multi5_permute_fullname")["stages"]["probe"]["p_fast"]
+    kept = fake_root / manifest(fake_root, "bioS_multi5_permute_fullname")["stages"]["probe/p_fast"]
     copied = out / "figures" / "demo" / "bioS_multi5_permute_fullname" / "p_fast" / "positions.png"
     assert copied.read_bytes() == (kept / "positions.png").read_bytes()  # the stage's own heatmap
     md = (out / "report.md").read_text()
@@ -218,8 +220,8 @@ def test_a_missing_or_unfinished_stage_is_flagged_never_reported(fake_root, dama
 
 def test_a_lost_probe_file_or_another_datasets_probe_is_flagged(fake_root):
     single, multi = manifest(fake_root, "bioS_single"), manifest(fake_root, "bioS_multi5_permute_fullname")
-    (fake_root / single["stages"]["probe"]["p_fast"] / "probes.csv").unlink()
-    multi["stages"]["probe"]["q_fast"] = single["stages"]["probe"]["q_fast"]  # wired to the wrong dataset
+    (fake_root / single["stages"]["probe/p_fast"] / "probes.csv").unlink()
+    multi["stages"]["probe/q_fast"] = single["stages"]["probe/q_fast"]  # wired to the wrong dataset
     save_manifest(fake_root, "bioS_multi5_permute_fullname", multi)
     md, report = build_report(fake_root)
     out = md.parent
@@ -462,7 +464,7 @@ def test_a_celebrity_run_is_sized_against_the_paper_by_group(fake_root):
 
 def test_the_provenance_table_lists_each_stage_once(fake_root):
     m = manifest(fake_root, "bioS_single")
-    rel, q_fast = m["stages"]["pretrain"], m["stages"]["probe"]["q_fast"]
+    rel, q_fast = m["stages"]["pretrain"], m["stages"]["probe/q_fast"]
     (fake_root / rel / "status.json").write_text(json.dumps({
         **status(fake_root, rel), "git_commit": "0123456789abcdef+dirty", "device": "cuda: NVIDIA H200 x1",
         "seconds": 5400.0,
@@ -519,14 +521,17 @@ def test_a_probe_preset_s_table_follows_its_kind_not_its_name(fake_root):
     reading take each from its kind (probes.csv, the manifest's probe_kinds, the stage's config)."""
     for path in (fake_root / "runs" / "demo").glob("*.json"):
         manifest = json.loads(path.read_text())
-        stages = manifest["stages"]["probe"]
-        stages["linear_s0"], stages["on_the_name"] = stages.pop("p_fast"), stages.pop("q_fast")
+        stages = manifest["stages"]
+        stages["probe/linear_s0"], stages["probe/on_the_name"] = (
+            stages.pop("probe/p_fast"),
+            stages.pop("probe/q_fast"),
+        )
         path.write_text(json.dumps(manifest))
     # a lost probes.csv: its kind comes from the manifest
     single = json.loads((fake_root / "runs" / "demo" / "bioS_single.json").read_text())
     single["probe_kinds"] = {"linear_s0": "p_fast", "on_the_name": "q_fast"}
     (fake_root / "runs" / "demo" / "bioS_single.json").write_text(json.dumps(single))
-    (fake_root / single["stages"]["probe"]["on_the_name"] / "probes.csv").unlink()
+    (fake_root / single["stages"]["probe/on_the_name"] / "probes.csv").unlink()
     text = write_report(fake_root).read_text()
     p_table = text[text.index("### P-probe, first token") : text.index("### P-probe, whole attribute")]
     q_table = text[text.index("### Q-probe, first token") : text.index("### Q-probe, whole attribute")]

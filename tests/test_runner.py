@@ -9,9 +9,10 @@ import pytest
 from biolab.console import report_progress
 from biolab.pipeline import runner
 from biolab.pipeline.cache import Stage
-from biolab.pipeline.plan import run_overrides
+from biolab.pipeline.plan import PlannedRun, run_overrides
 from biolab.pipeline.runner import build_run, run_experiment, spread_shared_pretraining
 from biolab.stages.kind import Kind
+from biolab.stages.manifest import RunManifest
 from biolab.status import write_status
 
 BANNER = "wandb: Tracking run with wandb version 0.31.0"
@@ -30,10 +31,9 @@ def train_like(cfg, inputs, out, progress, context):
 TRAIN_LIKE = Kind("pretrain", ("model",), train_like, resumable=True)
 
 
-def fake_run(name: str, seed: int) -> dict:
+def fake_run(name: str, seed: int) -> PlannedRun:
     stage = Stage(TRAIN_LIKE, {"steps": 10, "seed": seed})
-    return {"experiment": "demo", "run": name, "data": name, "scale": "tiny", "stage_objs": [stage],
-            "stages": {"pretrain": stage.rel()}}  # fmt: skip
+    return PlannedRun(RunManifest("demo", name, name, {"pretrain": stage.rel()}, scale="tiny"), [stage])
 
 
 def test_a_run_sends_its_messages_and_progress_as_board_events(tmp_path, capfd):
@@ -72,8 +72,9 @@ def test_verbose_does_not_rename_a_run():
 
 def test_runs_sharing_a_pretraining_are_not_started_side_by_side():
     # a finetune grid of two points on each of three datasets: both workers would wait on one pretraining
-    runs = [{"stages": {"pretrain": f"pretrain/{p}"}} for p in ("a", "a", "b", "b", "c", "c")]
-    runs.append({"stages": {}})  # no pretraining: a group of its own
+    runs = [PlannedRun(RunManifest("e", f"r{i}", "d", {"pretrain": f"pretrain/{p}"}), [])
+            for i, p in enumerate(("a", "a", "b", "b", "c", "c"))]  # fmt: skip
+    runs.append(PlannedRun(RunManifest("e", "r6", "d", {}), []))  # no pretraining: a group of its own
     order = spread_shared_pretraining(runs)
     assert order == [0, 2, 4, 6, 1, 3, 5]
     assert spread_shared_pretraining([]) == []

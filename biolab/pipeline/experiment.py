@@ -15,12 +15,19 @@ from omegaconf import OmegaConf
 
 from biolab.cli import compose, config_groups
 from biolab.errors import ConfigError
-from biolab.pipeline.plan import check_run_names, plan_runs, preset_names, run_overrides, sweep_variants
+from biolab.pipeline.plan import (
+    PlannedRun,
+    check_run_names,
+    plan_runs,
+    preset_names,
+    run_overrides,
+    sweep_variants,
+)
 
 Compose = Callable[[list[str]], object]  # overrides -> the composed ``run`` config
 
 
-def expand_experiment(cfg, task: list[str], data_choice: str, compose_run: Compose) -> list[dict]:
+def expand_experiment(cfg, task: list[str], data_choice: str, compose_run: Compose) -> list[PlannedRun]:
     """The runs of the composed ``run`` config ``cfg``, composed from the command-line overrides
     ``task`` (``data_choice``: the data group's choice); ``compose_run`` composes ``run`` with other
     overrides (inside a Hydra app, Hydra's own compose; elsewhere biolab.cli.compose)."""
@@ -48,7 +55,7 @@ def expand_experiment(cfg, task: list[str], data_choice: str, compose_run: Compo
     return runs
 
 
-def plan_experiment(overrides: list[str]) -> list[dict]:
+def plan_experiment(overrides: list[str]) -> list[PlannedRun]:
     """The runs ``python scripts/run.py OVERRIDES`` builds, planned without building anything."""
     composed = compose("run", list(overrides), hydra=True)
     choice = composed.hydra.runtime.choices["data"]

@@ -1,6 +1,6 @@
 """An experiment as runs of stages: from one composed per-dataset config, the stages of each
-(dataset, finetune) combination, its probes, its memorization and its manipulation tasks, each run
-as a manifest (biolab.stages.manifest) with the Stage objects to build under ``"stage_objs"``.
+(dataset, finetune) combination, its probes, its memorization and its manipulation tasks, each a
+``PlannedRun``: its manifest (biolab.stages.manifest.RunManifest) and the Stage objects to build.
 
 Manipulation tasks (Part 3.2, paper section 6; ``manipulation`` in ``conf/run.yaml``):
 ``manipulation.tasks`` lists task names (or ``{task: NAME, <key>: value}`` for one task's own
@@ -42,6 +42,7 @@ from biolab.stages import KINDS
 from biolab.stages.capacity import CAPACITY
 from biolab.stages.data import CORPUS, DATA
 from biolab.stages.kind import is_volatile
+from biolab.stages.manifest import PROBE_SLOT, TASK_RUNS, RunManifest, slot
 from biolab.stages.memorization import MEMORIZATION
 from biolab.stages.pretrain import PRETRAIN
 from biolab.stages.probe import PROBE
@@ -137,11 +138,20 @@ def _modes(m: dict) -> list[tuple[str, float | None]]:
     return out
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run before it is built: the manifest the runner files once ``build`` (the stages it reads,
+    each built with everything it needs) is done."""
+
+    manifest: RunManifest
+    build: list[Stage]
+
+
 def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple[dict, dict, list[Stage]]:
-    """(manifest ``stages`` entries, manifest fields, stages to build) of the memorization and the
-    manipulation tasks of one dataset; all empty when neither is asked for."""
-    stages: dict = {}
-    fields: dict = {}
+    """(manifest stage slots, task runs' settings by label, stages to build) of the memorization,
+    the capacity and the manipulation tasks of one dataset; all empty when none is asked for."""
+    stages: dict[str, str] = {}
+    tasks: dict[str, dict] = {}
     build: list[Stage] = []
     mem = MemorizationConfig.from_dict(cfg.get("memorization") or {})
     if mem.enabled:
@@ -157,38 +167,34 @@ def plan_extras(cfg: dict, data: Stage, corpus: Stage, pretrain: Stage) -> tuple
     m = ManipulationConfig.from_dict(cfg.get("manipulation") or {})
     specs = task_specs(m)
     if not specs:
-        return stages, fields, build
+        return stages, tasks, build
     ft = OmegaConf.to_container(OmegaConf.merge(cfg["finetune"], m.finetune), resolve=True)
     e = EvalConfig.from_dict(cfg["eval"])
     ev = stage_keys("eval", {"max_items": m.max_items, "batch_size": e.batch_size, "num_beams": e.num_beams,
                              "gpu_batch_size": e.gpu_batch_size})  # fmt: skip
-    stages["manipulation"], fields["manipulation"] = {}, {}
     for spec in specs:
         task_cfg = {k: spec[k] for k in ("task", *TASK_KEYS)}
-        tasks = Stage(TASK_SET, {"task": task_cfg}, {"data": data, "corpus": corpus})
+        task_set = Stage(TASK_SET, {"task": task_cfg}, {"data": data, "corpus": corpus})
         for mode, ratio in spec["modes"]:
             if mode == "finetune":
                 label = f"{spec['label']}__ft"
                 train = Stage(TASK_FINETUNE, {"finetune": ft},
-                              {"pretrain": pretrain, "tasks": tasks, "corpus": corpus})  # fmt: skip
+                              {"pretrain": pretrain, "tasks": task_set, "corpus": corpus})  # fmt: skip
             else:
                 label = f"{spec['label']}__mix{ratio:g}"
                 tr = {**train_keys(cfg["train"]), "qa_ratio": ratio}
                 train = Stage(
-                    TASK_MIXED, {"model": cfg["model"], "train": tr}, {"corpus": corpus, "tasks": tasks}
+                    TASK_MIXED, {"model": cfg["model"], "train": tr}, {"corpus": corpus, "tasks": task_set}
                 )
-            if label in fields["manipulation"]:
+            if label in tasks:
                 raise ConfigError(f"manipulation lists {label} twice; give each entry its own settings")
-            evaluate = Stage(TASK_EVAL, {"eval": ev}, {"model": train, "tasks": tasks})
-            stages["manipulation"][label] = {
-                "tasks": tasks.rel(),
-                "train": train.rel(),
-                "eval": evaluate.rel(),
-            }
+            evaluate = Stage(TASK_EVAL, {"eval": ev}, {"model": train, "tasks": task_set})
+            for part, stage in (("tasks", task_set), ("train", train), ("eval", evaluate)):
+                stages[slot(TASK_RUNS[0], label, part)] = stage.rel()
             name = ft.get("name") if mode == "finetune" else None
-            fields["manipulation"][label] = {**task_cfg, "mode": mode, "qa_ratio": ratio, "finetune": name}
+            tasks[label] = {**task_cfg, "mode": mode, "qa_ratio": ratio, "finetune": name}
             build.append(evaluate)
-    return stages, fields, build
+    return stages, tasks, build
 
 
 def run_overrides(overrides: list[str]) -> list[str]:
@@ -223,15 +229,15 @@ def run_name(data: str, overrides: list[str]) -> str:
     return f"{name}__+{len(parts) - kept}_{digest}"
 
 
-def check_run_names(runs: list[dict]) -> None:
+def check_run_names(runs: list[PlannedRun]) -> None:
     """One set of stages per run name: otherwise one manifest would silently replace the other."""
-    first: dict[tuple[str, str], dict] = {}
-    for run in runs:
-        other = first.setdefault((run["experiment"], run["run"]), run)
-        diff = name_clash(run, other["stages"])
+    first: dict[tuple[str, str], RunManifest] = {}
+    for run in (r.manifest for r in runs):
+        other = first.setdefault((run.experiment, run.run), run)
+        diff = name_clash(run, other.stages)
         if diff:
             raise ConfigError(
-                f"two runs of {run['experiment']} are named {run['run']} but differ in {diff}: "
+                f"two runs of {run.experiment} are named {run.run} but differ in {diff}: "
                 "give their data presets different names"
             )
 
@@ -270,7 +276,7 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
 # Keys that came after many roots were built, with the value that means "as before": a stage config
 # leaves them out at that value, so those roots' stage keys hold.
 ADDED_LATER = {
-    "data": {"max_values": 0, "biod": None},
+    "data": {"max_values": 0, "biod": None, "llm": None},
     "train": {"exposures": None, "min_steps": None},
     "eval": {"gpu_batch_size": EvalConfig.gpu_batch_size},
 }
@@ -296,8 +302,8 @@ def train_keys(train: dict) -> dict:
 
 def plan_runs(
     cfg: dict, probes: dict[str, dict] | None = None, named: list[str] = (), variant: str | None = None
-) -> list[dict]:
-    """Manifests (with Stage objects under ``"stage_objs"``) for one composed per-dataset config.
+) -> list[PlannedRun]:
+    """The runs of one composed per-dataset config.
 
     ``cfg`` holds data, model, train, finetune, tokenizer, eval, qa_eval, grid, experiment, scale,
     paper, and optionally manipulation and memorization; ``probes`` maps a probe preset name to
@@ -328,27 +334,25 @@ def plan_runs(
         )
     else:
         evals.append(("run", None, None))
-    extra_stages, extra_fields, extra_objs = plan_extras(cfg, data, corpus, pretrain)
+    extra_stages, task_runs, extra_objs = plan_extras(cfg, data, corpus, pretrain)
     runs = []
     base = run_name("__".join([cfg["data"]["name"], *([variant] if variant else [])]), list(named))
     for grid_name, ev, ft in evals:
         run = base if grid_name == "run" else f"{base}__{grid_name}"
         stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
-                  "probe": {n: s.rel() for n, s in probe_stages.items()}}  # fmt: skip
-        if ev is not None:
-            stages["eval"] = ev.rel()
-        stages.update(extra_stages)
-        runs.append({
-            "experiment": cfg["experiment"], "scale": cfg["scale"], "run": run, "data": cfg["data"]["name"],
-            "model": cfg["model"]["name"], "train": cfg["train"]["name"],
-            "finetune": None if ft is None else ft.get("name", ft.get("method")),
-            "finetune_method": None if ft is None else ft.get("method"), "grid": grid_name,
-            "qa_ratio": cfg["train"].get("qa_ratio", 0.0), "overrides": list(named), "stages": stages,
-            "paper": cfg.get("paper") or {},
-            "probe_kinds": {n: p.get("kind") for n, p in (probes or {}).items()},
-            **extra_fields,
-            "stage_objs": [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None],
-        })  # fmt: skip
+                  **{slot(PROBE_SLOT, n): s.rel() for n, s in probe_stages.items()},
+                  **({"eval": ev.rel()} if ev is not None else {}), **extra_stages}  # fmt: skip
+        manifest = RunManifest(
+            experiment=cfg["experiment"], scale=cfg["scale"], run=run, data=cfg["data"]["name"],
+            model=cfg["model"]["name"], train=cfg["train"]["name"],
+            finetune=None if ft is None else ft.get("name", ft.get("method")),
+            finetune_method=None if ft is None else ft.get("method"), grid=grid_name,
+            qa_ratio=cfg["train"].get("qa_ratio", 0.0), overrides=list(named), stages=stages,
+            paper=cfg.get("paper") or {}, probe_kinds={n: p.get("kind") for n, p in (probes or {}).items()},
+            tasks=task_runs,
+        )  # fmt: skip
+        build = [s for s in (pretrain, ev, *probe_stages.values(), *extra_objs) if s is not None]
+        runs.append(PlannedRun(manifest, build))
     return runs
 
 
@@ -419,10 +423,10 @@ def with_inputs(stages: list[Stage]) -> list[Stage]:
     return list(out.values())
 
 
-def validate_plan(runs: list[dict]) -> None:
+def validate_plan(runs: list[PlannedRun]) -> None:
     """Each stage's own typed check, before any work starts."""
     for run in runs:
-        for stage in with_inputs(run["stage_objs"]):
+        for stage in with_inputs(run.build):
             if KINDS.get(stage.kind) is not stage.spec:
                 raise ConfigError(
                     f"stage {stage.rel()}: kind {stage.kind!r} is not one of {', '.join(KINDS)}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from biolab.console import Board, reporting
 from biolab.errors import ConfigError
 from biolab.pipeline.cache import check_root, ensure
-from biolab.pipeline.plan import is_count, validate_plan
+from biolab.pipeline.plan import PlannedRun, is_count, validate_plan
 from biolab.stages.manifest import write_manifest
 
 _events = None  # in a worker process: the queue to the parent's board (set by _start_worker)
@@ -28,23 +28,24 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def build_run(
-    run: dict, root: Path, emit, seen: dict | None = None, strict: bool = False, verbose: bool = False
+    run: PlannedRun, root: Path, emit, seen: dict | None = None, strict: bool = False, verbose: bool = False
 ) -> Path:
     """Build ``run``'s stages and file its manifest; its messages and progress go to ``emit`` as
     Board events. The builds show no progress bars of their own: the board is theirs."""
     seen = {} if seen is None else seen  # each stage is checked once per run, not once per consumer
-    name = run["run"]
+    manifest = run.manifest
+    name = manifest.run
 
     def log(text: str) -> None:
         emit({"run": name, "message": text})
 
-    log(f"== {run['experiment']} / {run['run']} ({run['scale']})")
-    context = {k: run.get(k) for k in ("experiment", "run", "data", "scale")}
+    log(f"== {manifest.experiment} / {name} ({manifest.scale})")
+    context = {k: getattr(manifest, k) for k in ("experiment", "run", "data", "scale")}
     try:
         with reporting(lambda fields: emit({"run": name, **fields})):
-            for stage in run["stage_objs"]:
+            for stage in run.build:
                 ensure(stage, root, log, False, seen, strict, context, verbose)
-        return write_manifest(root, {k: v for k, v in run.items() if k != "stage_objs"})
+        return write_manifest(root, manifest)
     finally:
         emit({"run": name, "end": True})
 
@@ -88,7 +89,7 @@ def watch_parent(parent: int, every: float = 1.0, stop=os._exit) -> None:
     stop(1)
 
 
-def _build_run_in_worker(run: dict, root: Path, strict: bool, verbose: bool) -> Path:
+def _build_run_in_worker(run: PlannedRun, root: Path, strict: bool, verbose: bool) -> Path:
     return build_run(run, root, _events.put, strict=strict, verbose=verbose)
 
 
@@ -97,7 +98,9 @@ def _relay(events, emit) -> None:
         emit(event)
 
 
-def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, verbose: bool, emit) -> list:
+def _build_in_workers(
+    runs: list[PlannedRun], root: Path, jobs: int, strict: bool, verbose: bool, emit
+) -> list[Path]:
     """Each run in one of ``jobs`` spawned processes, each with its share of the CPU threads; their
     events reach ``emit`` in this process through a queue."""
     ctx = mp.get_context("spawn")
@@ -125,13 +128,13 @@ def _build_in_workers(runs: list[dict], root: Path, jobs: int, strict: bool, ver
     return [f.result() for f in futures]
 
 
-def spread_shared_pretraining(runs: list[dict]) -> list[int]:
+def spread_shared_pretraining(runs: list[PlannedRun]) -> list[int]:
     """The order to start ``runs`` in parallel: round-robin over their pretrainings, so that runs
     sharing one (a finetune grid's points) are not started side by side, where all but one worker
     would wait on the stage lock while other pretrainings could be built. Stable otherwise."""
     groups: dict = {}
     for i, run in enumerate(runs):
-        key = run.get("stages", {}).get("pretrain") or ("run", i)
+        key = run.manifest.folder("pretrain") or ("run", i)
         groups.setdefault(str(key), []).append(i)
     rounds = max(len(g) for g in groups.values()) if groups else 0
     return [g[k] for k in range(rounds) for g in groups.values() if k < len(g)]
@@ -145,8 +148,8 @@ def check_jobs(jobs) -> int:
 
 
 def run_experiment(
-    runs: list[dict], root: str | Path, progress: bool = True, log=None, jobs: int = 1, strict: bool = False,
-    verbose: bool = False,
+    runs: list[PlannedRun], root: str | Path, progress: bool = True, log=None, jobs: int = 1,
+    strict: bool = False, verbose: bool = False,
 ) -> list[Path]:  # fmt: skip
     """Build every run's stages through the cache; write its manifest; return the manifest paths.
 

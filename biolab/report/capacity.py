@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import matplotlib
@@ -17,59 +16,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from biolab.io import save_figure  # noqa: E402
 from biolab.paper import capacity_reference  # noqa: E402
-from biolab.report.rows import FORMAT_ERRORS, flag, md_table, row, unreadable  # noqa: E402
-from biolab.stages.capacity import capacity_metrics  # noqa: E402
-from biolab.stages.manifest import Run, StageMissing, check_stage  # noqa: E402
+from biolab.report.rows import FORMAT_ERRORS, md_table, unreadable  # noqa: E402
+from biolab.stages.capacity import CAPACITY_COLUMNS  # noqa: E402
 
-COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
-           "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
-           "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
-METRICS = ("bits", "R", "R_max")  # the long rows of results.csv: capacity_<metric>, attribute = precision
 LAW_COLORS = {1000: "0.15", 100: "0.55"}  # greys: the series take the colour cycle
 UNSET = "unset"  # exposures of a model trained for train.steps, not for train.exposures
 
 
-def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
-    """One record per precision of the run's model (COLUMNS); [] with a note when the stage is missing."""
-    try:
-        data = capacity_metrics(run)
-    except StageMissing as err:
-        flag(str(err), strict, notes)
-        return []
-    trained = data.get("trained") or {}
-    model = run.get("model")
-    arch = (data.get("model") or _pretrained_model(run)).get("arch")
-    out = []
-    for r in data["rows"]:
-        rec = {k: r.get(k) for k in COLUMNS}
-        rec.update(experiment=run.experiment, run=run.name, data=run.data, model=model, arch=arch,
-                   exposures=data.get("exposures"), exposures_asked=trained.get("asked"))  # fmt: skip
-        out.append(rec)
-    return out
-
-
-def _pretrained_model(run: Run) -> dict:
-    """The model keys of the run's pretraining (capacity.json before it recorded them)."""
-    try:
-        folder = check_stage(run, run.manifest["stages"].get("pretrain"), "pretrain")
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model") or {}
-    except (StageMissing, OSError, ValueError):
-        return {}
-
-
-def capacity_rows(run: Run, records: list[dict]) -> list[dict]:
-    """The long rows of ``results.csv``: capacity_bits / capacity_R / capacity_R_max per precision."""
-    return [row(run, split="train", attribute=r["quant"], metric=f"capacity_{m}", value=r[m], n=r["N"])
-            for r in records for m in METRICS]  # fmt: skip
-
-
 def capacity_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=CAPACITY_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in records:
         w.writerow({k: "" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
-                    for k in COLUMNS})  # fmt: skip
+                    for k in CAPACITY_COLUMNS})  # fmt: skip
     return buf.getvalue()
 
 

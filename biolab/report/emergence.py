@@ -18,7 +18,8 @@ from pathlib import Path
 
 from biolab.data.people import ATTRIBUTES
 from biolab.io import save_figure
-from biolab.report.rows import md_table, pct, wilson
+from biolab.report.rows import md_table
+from biolab.stages.rows import pct, wilson
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ from biolab.report.capacity import model_table, peak_table
 from biolab.report.rows import (
     FORMAT_ERRORS,
     MISSING,
-    QA_ATTRIBUTES,
     Report,
     find,
-    flag,
     md_table,
     number,
     paper_gaps,
@@ -26,6 +24,7 @@ from biolab.report.rows import (
     spearman,
     unreadable,
 )
+from biolab.stages.rows import QA_ATTRIBUTES, flag
 
 NONE = "n/a"  # the paper reports no such number
 PROBE_TABLES = (
@@ -258,7 +257,7 @@ def memorization_table(report: Report, experiment: str) -> str | None:
     labels = run_labels(report.runs)
     rows = []
     for run in report.runs:
-        if run.experiment != experiment or not run.manifest["stages"].get("memorization"):
+        if run.experiment != experiment or not run.stage("memorization"):
             continue
         mine = [r for r in report.rows if r["experiment"] == experiment and r["run"] == run.name]
         flagged = find(mine, metric="bio_completion", split="test", attribute="mean")

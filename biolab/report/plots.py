@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 from biolab.data.people import ATTRIBUTES  # noqa: E402
 from biolab.io import save_figure  # noqa: E402
 from biolab.probe.plots import SHORT  # noqa: E402
-from biolab.report.rows import QA_ATTRIBUTES, Report, find, paper_gaps, qa_means  # noqa: E402
+from biolab.report.rows import Report, find, paper_gaps, qa_means  # noqa: E402
+from biolab.stages.rows import QA_ATTRIBUTES  # noqa: E402
 
 MISSING = {"ours": "missing", "paper": "n/a"}  # a run we could not read; a number the paper does not give
 

@@ -1,28 +1,15 @@
-"""The report's rows: one long-format row per number (percents, like the paper), the Report that
-holds them, and the lookups and statistics the tables and figures share.
-
-A row that is an accuracy over a count of people, questions, items or bios carries that count ``n``
-and its 95% Wilson interval (``ci_low``, ``ci_high``, percents): sampling error of the people only,
-not of seeds or training runs."""
+"""The Report that holds a root's rows (their columns and makers: biolab.stages.rows), and the
+lookups and statistics the tables and figures share."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from biolab.data.people import ATTRIBUTES
-from biolab.stages.manifest import Run, StageMissing
+from biolab.stages.manifest import Run
 
-RESULT_COLUMNS = ("experiment", "scale", "run", "data", "model", "finetune", "split", "probe", "attribute",
-                  "task", "metric", "position", "value", "paper_value", "paper_source", "note")  # fmt: skip
-STAT_COLUMNS = ("n", "ci_low", "ci_high")
-# appended after the first columns: a reader of the older results.csv finds its columns where they were
-COLUMNS = (*RESULT_COLUMNS, *STAT_COLUMNS)
-QA_ATTRIBUTES = (*ATTRIBUTES, "mean")
-Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 # The paper's setting (P3.1 App. C): 100k people, GPT-2 with rotary, 80k steps on bioS; bioR used the
 # larger model and 150k steps. A run elsewhere is compared by direction, not by level.
 PAPER_PEOPLE = 100_000
@@ -44,63 +31,6 @@ class Report:
     settings: dict = field(default_factory=dict)  # run path -> people, steps, model, overrides (run_setting)
     provenance: dict = field(default_factory=dict)  # run path -> its stages' status.json facts
     capacity: list = field(default_factory=list)  # Part 3.3: a record per model and precision (capacity.csv)
-
-
-def pct(x) -> float | None:
-    try:
-        return round(100 * float(x), 4)
-    except (TypeError, ValueError):
-        return None
-
-
-def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``p`` seen in ``n`` trials (fractions): unlike
-    p +- z*se it stays inside [0, 1] and does not collapse to a point at 0% or 100%."""
-    if n <= 0:
-        raise ValueError(f"wilson needs n >= 1, got {n}")
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def count(n) -> int | None:
-    """A count as written (int, "50", 50.0), or None for an absent or unusable one."""
-    try:
-        n = int(float(n))
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return n if n > 0 else None
-
-
-def stats(value: float | None, n, interval: bool = True) -> dict:
-    """``n`` and, for a percent ``value`` that is a proportion, its 95% Wilson interval (percents)."""
-    n = count(n)
-    if n is None or value is None or not interval:
-        return {"n": n, "ci_low": None, "ci_high": None}
-    low, high = wilson(min(max(value / 100, 0.0), 1.0), n)
-    return {"n": n, "ci_low": pct(low), "ci_high": pct(high)}
-
-
-def blank_row(**kw) -> dict:
-    """A row of every column, empty (text "", numbers None) but for ``kw``."""
-    numbers = ("value", "paper_value", "scale", "model", "finetune", *STAT_COLUMNS)
-    return {**{c: None if c in numbers else "" for c in COLUMNS}, **kw}
-
-
-def row(run: Run, **kw) -> dict:
-    """A row of ``run``: its experiment, scale, name, data, model and finetune, then ``kw``."""
-    own = {"experiment": run.experiment, "scale": run.get("scale"), "run": run.name, "data": run.data,
-           "model": run.get("model"), "finetune": run.get("finetune")}  # fmt: skip
-    return blank_row(**{**own, **kw})
-
-
-def flag(note: str, strict: bool, notes: list | None) -> None:
-    """Stop (strict) or keep the note for the report's list of what is missing."""
-    if strict:
-        raise StageMissing(note)
-    if notes is not None and note not in notes:
-        notes.append(note)
 
 
 def unreadable(err: BaseException) -> str:

@@ -15,9 +15,10 @@ from biolab.report.capacity import capacity_csv, plot_capacity
 from biolab.report.collect import collect
 from biolab.report.markdown import render_markdown
 from biolab.report.plots import plot_qa_vs_paper
-from biolab.report.rows import COLUMNS, FORMAT_ERRORS, Report, flag, unreadable
+from biolab.report.rows import FORMAT_ERRORS, Report, unreadable
 from biolab.stages.manifest import StageMissing, check_stage
 from biolab.stages.probe import probe_images
+from biolab.stages.rows import COLUMNS, flag
 from biolab.train.curves import plot_training, read_metrics
 
 
@@ -109,7 +110,7 @@ def training_curves(report: Report, tmp: Path) -> dict:
     made: dict = {}
     drawn: dict = {}
     for run in report.runs:
-        rel = run.manifest["stages"].get("pretrain")
+        rel = run.stage("pretrain")
         try:
             folder = check_stage(run, rel, "pretrain")
         except StageMissing:

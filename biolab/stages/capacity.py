@@ -11,7 +11,17 @@ from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.io import write_json
 from biolab.model import load_model
 from biolab.stages.kind import Kind
-from biolab.stages.manifest import Run, StageMissing, stage_json
+from biolab.stages.manifest import Run, StageMissing, check_stage, stage_json
+from biolab.stages.rows import Reader, Readout, flag, row
+
+CAPACITY_COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
+           "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
+           "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
+CAPACITY_METRICS = (
+    "bits",
+    "R",
+    "R_max",
+)  # the long rows of results.csv: capacity_<metric>, attribute = precision
 
 
 def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
@@ -41,3 +51,45 @@ def capacity_metrics(run: Run) -> dict:
 
 
 CAPACITY = Kind("capacity", ("capacity.json",), build_capacity, check_capacity, runs_model=True)
+
+
+def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
+    """One record per precision of the run's model (COLUMNS); [] with a note when the stage is missing."""
+    try:
+        data = capacity_metrics(run)
+    except StageMissing as err:
+        flag(str(err), strict, notes)
+        return []
+    trained = data.get("trained") or {}
+    model = run.get("model")
+    arch = (data.get("model") or pretrained_model_keys(run)).get("arch")
+    out = []
+    for r in data["rows"]:
+        rec = {k: r.get(k) for k in CAPACITY_COLUMNS}
+        rec.update(experiment=run.experiment, run=run.name, data=run.data, model=model, arch=arch,
+                   exposures=data.get("exposures"), exposures_asked=trained.get("asked"))  # fmt: skip
+        out.append(rec)
+    return out
+
+
+def pretrained_model_keys(run: Run) -> dict:
+    """The model keys of the run's pretraining (capacity.json before it recorded them)."""
+    try:
+        folder = check_stage(run, run.stage("pretrain"), "pretrain")
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model") or {}
+    except (StageMissing, OSError, ValueError):
+        return {}
+
+
+def capacity_rows(run: Run, records: list[dict]) -> list[dict]:
+    """The long rows of ``results.csv``: capacity_bits / capacity_R / capacity_R_max per precision."""
+    return [row(run, split="train", attribute=r["quant"], metric=f"capacity_{m}", value=r[m], n=r["N"])
+            for r in records for m in CAPACITY_METRICS]  # fmt: skip
+
+
+def read_capacity(run: Run, strict: bool, notes: list) -> Readout:
+    records = capacity_records(run, strict, notes)
+    return Readout(rows=capacity_rows(run, records), capacity=records)
+
+
+CAPACITY_READER = Reader("capacity", read_capacity)

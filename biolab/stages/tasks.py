@@ -15,9 +15,18 @@ from biolab.eval.qa import EvalConfig
 from biolab.eval.tasks import evaluate_task_set
 from biolab.model import ModelConfig, load_model
 from biolab.stages.kind import Kind, wandb_meta
-from biolab.stages.manifest import Run, StageMissing, check_stage, check_upstream, need_file, read_json
+from biolab.stages.manifest import (
+    TASK_RUNS,
+    Run,
+    StageMissing,
+    check_stage,
+    check_upstream,
+    need_file,
+    read_json,
+)
 from biolab.stages.pretrain import check_training
 from biolab.stages.qa import check_finetune
+from biolab.stages.rows import Reader, Readout, flag, pct, row, statement_value, stats
 from biolab.train.config import TrainConfig
 from biolab.train.finetune import finetune, finetune_configs
 from biolab.train.pretrain import pretrain
@@ -89,3 +98,54 @@ TASK_FINETUNE = Kind("task_finetune", ("model",), build_task_finetune, check_fin
                      runs_model=True)  # fmt: skip
 TASK_MIXED = Kind("task_mixed", ("model",), build_task_mixed, check_training, resumable=True, runs_model=True)
 TASK_EVAL = Kind("task_eval", ("eval/metrics.json",), build_task_eval, check_task_eval, runs_model=True)
+
+
+TASK_METRICS = {"answer": "task_answer", "answer_with_hint": "task_answer_with_hint", "hint": "task_hint",
+                "majority": "task_majority"}  # fmt: skip
+# a share of the task set itself (how many inverse queries match several people), not an accuracy
+DESCRIPTIVE = ("task_shared_queries",)
+
+
+def task_rows(run: Run, label: str, info: dict, strict: bool, notes: list) -> list[dict]:
+    """Exact match per split without and with the hint at test time, the hint itself, the majority
+    answer, the share of inverse queries matching several people, and the item counts."""
+    task = info.get("task", label.split("__")[0])
+    how = info.get("finetune") if info.get("mode") != "mixed" else f"mixed QAr={info.get('qa_ratio'):g}"
+
+    def task_row(split, metric, value=None, note="", raw=False, n=None):
+        pv, source = statement_value(run, task, metric) if split == "test" else (None, "")
+        value = value if raw else pct(value)
+        return row(run, finetune=how, split=split, attribute=task, task=label, metric=metric, value=value,
+                    paper_value=pv, paper_source=source, note=note,
+                    **stats(value, n, not raw and metric not in DESCRIPTIVE))  # fmt: skip
+
+    try:
+        metrics = task_metrics(run, label)
+    except StageMissing as err:
+        flag(str(err), strict, notes)
+        return [task_row("test", "task_answer", note=str(err))]
+    rows = []
+    for split, block in metrics["splits"].items():
+        for key, metric in TASK_METRICS.items():
+            if key in block:
+                rows.append(task_row(split, metric, block[key], n=block.get("items")))
+        if split in (metrics.get("ambiguity") or {}):
+            shared = metrics["ambiguity"][split]
+            rows.append(
+                task_row(split, "task_shared_queries", shared["shared_frac"], n=shared.get("queries"))
+            )
+    for split, n in (metrics.get("counts") or {}).items():
+        if split in ("train", "test"):
+            rows.append(task_row(split, "task_items", n, raw=True))
+    return rows
+
+
+def read_tasks(run: Run, strict: bool, notes: list) -> Readout:
+    """Every manipulation task run's rows, in the order the plan listed them."""
+    out = Readout()
+    for label, info in run.task_runs().items():
+        out.rows += task_rows(run, label, info, strict, notes)
+    return out
+
+
+TASK_READER = Reader(TASK_RUNS[0], read_tasks, after_runs=True)
