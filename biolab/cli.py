@@ -32,6 +32,7 @@ SLURM_LAUNCHERS = ("slurm", "submitit_slurm")  # submitit refuses these without 
 # must add it: ``++model.d_ff=0``. Imported only to word that error.
 TYPED_SECTIONS = {
     "data": "biolab.data.dataset:DataConfig", "data.biod": "biolab.data.biod:BioDConfig",
+    "data.llm": "biolab.data.llm_bios:LLMConfig",
     "model": "biolab.model:ModelConfig", "train": "biolab.train.config:TrainConfig",
     "finetune": "biolab.train.finetune:FinetuneConfig", "finetune.train": "biolab.train.config:TrainConfig",
     "probe": "biolab.probe.probes:ProbeConfig", "probe.linear": "biolab.probe.linear:LinearProbeConfig",

@@ -15,3 +15,7 @@ class DataFileError(BiolabError, ValueError):
 
 class ReportError(BiolabError):
     """A run folder the report reads is missing, unfinished or inconsistent (message names the path)."""
+
+
+class GenerationError(BiolabError):
+    """A model could not write what was asked within its tries (the message names the item)."""

@@ -39,10 +39,11 @@ def test_every_shipped_yaml_parses():
 
 
 CAPACITY = ["bioS_cap", "bioS_simple", "bioR_cap", "bioD_cap"]  # Part 3.3's, at CPU sizes
+LLM = ["bioR_llm_single"]  # bioR written by a local LLM: needs data.llm.model (tests/test_bioR_llm.py)
 
 
 def test_data_presets_are_exactly_the_papers_datasets():
-    assert sorted(config_groups()["data"]) == sorted(FIG3 + OTHERS + CAPACITY)
+    assert sorted(config_groups()["data"]) == sorted(FIG3 + OTHERS + CAPACITY + LLM)
 
 
 @pytest.mark.parametrize("preset", CAPACITY)
@@ -99,7 +100,7 @@ def test_good_overrides_pass():
     [
         (
             ["data=bioS_mult5"],
-            r"unknown data preset 'bioS_mult5'; choose from: bioD_cap, bioR_cap, bioR_multi5, ",
+            r"unknown data preset 'bioS_mult5'; choose from: bioD_cap, bioR_cap, bioR_llm_single, bioR_multi5, ",
         ),
         (["data=bioS_single,nope"], "unknown data preset 'nope'"),
         (["data.mutli=5"], r"unknown key 'data.mutli'; valid keys under data: name, style, "),

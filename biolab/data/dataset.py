@@ -8,9 +8,10 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,18 @@ from biolab.data.bios import (
     render_bios_bioR,
     render_bios_bioS,
 )
+from biolab.data.llm_bios import (
+    LLM_STYLE,
+    BioCache,
+    Generate,
+    GenerationProgress,
+    LLMBioWriter,
+    LLMConfig,
+    check_model_folder,
+    default_cache_dir,
+    load_generator,
+    load_instructions,
+)
 from biolab.data.people import (
     ATTRIBUTES,
     CELEBRITY,
@@ -60,6 +73,7 @@ from biolab.io import atomic_dir, write_json
 
 FORMAT_VERSION = 1
 BIOD = "bioD"  # data.style of Part 3.3's bioD (biolab.data.biod); bioS and bioR have templates
+NO_TEMPLATES = (BIOD, LLM_STYLE)  # bioR_llm: bios written by a local LLM (biolab.data.llm_bios)
 FILES = ("people.jsonl", "bios.jsonl", "qa.jsonl")
 DATASET_ENTRIES = (*FILES, "meta.json")  # all a dataset folder holds
 # Chunks are fixed in size and seeded by their index, so the bytes do not depend on `workers`.
@@ -115,18 +129,23 @@ class DataConfig:
     celebrity_permute: int = 1  # multi5+permute: 5 entries, each in its own shuffled order
     celebrity_fullname: bool = False
     biod: dict | None = None  # style bioD (Part 3.3): {K, C, D, L, T}, biolab.data.biod.BioDConfig
+    llm: dict | None = None  # style bioR_llm: {model, attempts, ...}, biolab.data.llm_bios.LLMConfig
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
         return from_dict(cls, d, "data")
 
     def validate(self) -> None:
-        if self.style not in (*STYLES, BIOD):
-            raise ConfigError(f"data.style must be one of {(*STYLES, BIOD)}, got {self.style!r}")
+        if self.style not in (*STYLES, *NO_TEMPLATES):
+            raise ConfigError(f"data.style must be one of {(*STYLES, *NO_TEMPLATES)}, got {self.style!r}")
         if self.style == BIOD:
             self._validate_biod()
         elif self.biod is not None:
             raise ConfigError(f"data.biod is for data.style={BIOD}, not {self.style}")
+        if self.style == LLM_STYLE:
+            self._validate_llm()
+        elif self.llm is not None:
+            raise ConfigError(f"data.llm is for data.style={LLM_STYLE}, not {self.style}")
         if self.n_people < 2:
             raise ConfigError(f"data.n_people must be >= 2, got {self.n_people}")
         if self.multi < 1:
@@ -135,7 +154,7 @@ class DataConfig:
             raise ConfigError(f"data.permute must be >= 0, got {self.permute}")
         if self.couple and self.permute < 1:
             raise ConfigError("data.couple shuffles attribute pairs: it needs data.permute >= 1")
-        if self.style == "bioR" and (self.permute or self.couple):
+        if self.style in ("bioR", LLM_STYLE) and (self.permute or self.couple):
             raise ConfigError("bioR entries already vary their order: use permute=0, couple=false")
         check_reverse(self.reverse, self.fullname)
         if self.reverse and self.style != "bioS":
@@ -152,6 +171,14 @@ class DataConfig:
         if self.n_celebrities:
             self._validate_celebrities()
 
+    def check_inputs(self) -> None:
+        """What ``validate`` leaves to the machine that writes the dataset (a written dataset's config
+        stays loadable where they are not): bioR_llm's model folder, engine and instruction pool."""
+        if self.style == LLM_STYLE:
+            llm = LLMConfig.from_dict(self.llm)
+            check_model_folder(llm)
+            load_instructions(llm.instructions)
+
     def _validate_biod(self) -> None:
         BioDConfig.from_dict(self.biod)
         fixed = ("permute", "fullname", "couple", "reverse", "n_celebrities", "max_values", "templates")
@@ -159,7 +186,17 @@ class DataConfig:
             if getattr(self, k):
                 raise ConfigError(f"data.{k} is not a bioD option (one fixed template, random order)")
 
+    def _validate_llm(self) -> None:
+        if self.llm is None:
+            raise ConfigError(f"data.style={LLM_STYLE} needs a data.llm section (its model: a local folder)")
+        LLMConfig.from_dict(self.llm)
+        for k in ("fullname", "n_celebrities", "templates"):
+            if getattr(self, k):
+                raise ConfigError(f"data.{k} is not a {LLM_STYLE} option (the model writes each bio)")
+
     def _validate_celebrities(self) -> None:
+        if self.celebrity_style == LLM_STYLE:
+            raise ConfigError(f"data.celebrity_style={LLM_STYLE} is not supported: celebrities use templates")
         for k in ("reverse", "couple"):
             if getattr(self, k):
                 raise ConfigError(f"data.{k} is not supported with celebrities (data.n_celebrities > 0)")
@@ -200,6 +237,8 @@ class DataConfig:
                 del d[k]
         if self.biod is None:
             del d["biod"]  # the same reason
+        if self.llm is None:
+            del d["llm"]  # the same reason
         return d
 
 
@@ -215,7 +254,7 @@ def load_sources(cfg: DataConfig) -> tuple[Pools, object]:
             f"data.n_people + data.n_celebrities = {cfg.n_people + cfg.n_celebrities} exceeds the "
             f"{pools.n_names} distinct full names"
         )
-    return pools, None if cfg.style == BIOD else load_templates(cfg.style, cfg.templates)
+    return pools, None if cfg.style in NO_TEMPLATES else load_templates(cfg.style, cfg.templates)
 
 
 def render_chunk(cfg: DataConfig, people: list[Person], chunk: int, templates=None) -> list[Bio]:
@@ -269,6 +308,8 @@ class Dataset:
 
 def generate(cfg: DataConfig) -> Dataset:
     """Everything in memory, single process; the same bytes as ``write_dataset``."""
+    if cfg.style == LLM_STYLE:
+        raise ConfigError(f"data.style={LLM_STYLE} is written by write_dataset (a model and a bio cache)")
     pools, templates = load_sources(cfg)
     people = _sample(cfg, pools)
     bios = [
@@ -327,14 +368,24 @@ def _length_stats(xs: list[int]) -> dict:
 
 def write_dataset(
     cfg: DataConfig, out: str | Path, overwrite: bool = False, workers: int = 1,
-    progress: bool = True, timings: dict | None = None,
+    progress: bool = True, timings: dict | None = None, llm_generate: Generate | None = None,
+    llm_cache: str | Path | None = None,
 ) -> dict:  # fmt: skip
     """Generate and write the dataset folder atomically; return its meta.json content. ``timings``
     gets the seconds of each part: sampling the people, each file (``encode_sha256_write``: the part
-    of the three .jsonl files' seconds spent encoding, hashing and writing)."""
+    of the three .jsonl files' seconds spent encoding, hashing and writing).
+
+    Style bioR_llm: ``llm_generate`` writes the bios (default: ``data.llm.model``, loaded at the first
+    bio the cache lacks), ``llm_cache`` is the folder of accepted bios a killed run resumes from
+    (default: ``.<out>.llm-cache`` beside ``out``), removed once the dataset is in place; ``workers``
+    does not apply (the model is one)."""
     cfg.validate()
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if cfg.style == LLM_STYLE and llm_generate is None:
+        cfg.check_inputs()
+    elif cfg.style == LLM_STYLE:
+        load_instructions(LLMConfig.from_dict(cfg.llm).instructions)
     check_replaceable(out, overwrite)
     pools, templates = load_sources(cfg)
     if cfg.style == BIOD:
@@ -342,7 +393,10 @@ def write_dataset(
     timings = {} if timings is None else timings
     timings["encode_sha256_write"] = 0.0
     clock = time.perf_counter()
-    with atomic_dir(out, overwrite) as tmp, _gc_paused():
+    llm_cache = Path(llm_cache) if llm_cache is not None else default_cache_dir(out)
+    # a model's calls make cyclic garbage that holds device memory: collect it while a model writes
+    no_gc = nullcontext() if cfg.style == LLM_STYLE else _gc_paused()
+    with atomic_dir(out, overwrite) as tmp, no_gc:
         people = _sample(cfg, pools)
         digests = {f: hashlib.sha256() for f in FILES}
 
@@ -374,8 +428,12 @@ def write_dataset(
         job_group = [g for g, _, group, _, first in parts for _ in _chunks(group, first)]
         group_bios = dict.fromkeys((g for g, *_ in parts), 0)
         bar = tqdm(total=len(people), desc=f"bios {cfg.name}", unit="people", disable=not progress)
+        llm_writer = _llm_writer(cfg, llm_generate, llm_cache, progress) if cfg.style == LLM_STYLE else None
         with open(tmp / "bios.jsonl", "wb") as f:
-            if workers == 1:
+            if llm_writer is not None:
+                results = (bios_jsonl(llm_writer.bios(ps)) for _, _, ps, _ in jobs)
+                pool = None
+            elif workers == 1:
                 results = map(_chunk_job, jobs)
                 pool = None
             else:
@@ -419,9 +477,22 @@ def write_dataset(
             "bio_length": {"chars": _length_stats(chars), "words": _length_stats(words)},
             "sha256": {f: d.hexdigest() for f, d in digests.items()},
         }
+        if llm_writer is not None:
+            meta["llm"] = llm_writer.summary()
         write_json(tmp / "meta.json", meta)  # written last: its presence marks completeness
         lap("meta.json")
+    if llm_writer is not None:
+        shutil.rmtree(llm_cache, ignore_errors=True)  # the dataset holds every bio now
     return meta
+
+
+def _llm_writer(cfg: DataConfig, llm_generate: Generate | None, cache: Path, progress: bool) -> LLMBioWriter:
+    llm = LLMConfig.from_dict(cfg.llm)
+    return LLMBioWriter(
+        llm, cfg.seed, cfg.multi, BioCache(cache, cfg.to_dict()),
+        (lambda: llm_generate) if llm_generate is not None else (lambda: load_generator(llm)),
+        GenerationProgress(cfg.n_people * cfg.multi, show=progress),
+    )  # fmt: skip
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> None:

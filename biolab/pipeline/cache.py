@@ -223,6 +223,8 @@ def _run_build(stage: Stage, path: Path, inputs: dict, progress: bool, context: 
     if stage.spec.resumable:
         return stage.spec.build(stage.config, inputs, path, progress, context)
     tmp = new_dir(path, PARTIAL)
+    # the stage folder itself, for work a killed build should not lose (a dataset's LLM-written bios)
+    context = {**context, "stage_dir": path}
     try:
         fields = stage.spec.build(stage.config, inputs, tmp / "out", progress, context)
         for item in (tmp / "out").iterdir():

@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from biolab.data.dataset import DataConfig, write_dataset
+from biolab.data.llm_bios import LLM_STYLE
 from biolab.data.tokens import TokenizerConfig, load_tokenizer, tokenize_dataset
 from biolab.stages.kind import Kind
 
+LLM_CACHE = "llm-cache"  # in the data stage's folder: the bios written so far, kept across a kill
+
 
 def build_data(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
-    write_dataset(DataConfig.from_dict(cfg), out, workers=1, progress=progress)
+    data = DataConfig.from_dict(cfg)
+    # bioR_llm's bios are cached in the stage folder, not beside ``out`` (a temp folder a kill loses),
+    # so that the next run resumes a killed generation; write_dataset removes the cache once done
+    cache = (
+        Path(context["stage_dir"]) / LLM_CACHE if data.style == LLM_STYLE and "stage_dir" in context else None
+    )
+    write_dataset(data, out, workers=1, progress=progress, llm_cache=cache)
 
 
 def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
