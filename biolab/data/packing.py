@@ -2,7 +2,8 @@
 
 A person's M bio entries land in unrelated windows (paper 3.2: windows that hold all of a
 person's paraphrases collapse extraction from ~97% to ~7%). Mixed training (paper 3.3) draws each
-window entirely from BIO or entirely from QA with probability ``qa_ratio``.
+window entirely from BIO or entirely from QA with probability ``qa_ratio``; Part 3.3's junk data
+draws it from junk bios (people never measured) with probability ``train.junk_fraction``.
 
 Streams are deterministic functions of (seed, epoch, position) and expose ``state_dict`` so a
 resumed run continues with exactly the windows it would have seen.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAM_BIO, STREAM_QA, STREAM_MIX = 11, 12, 13
+STREAM_BIO, STREAM_QA, STREAM_MIX, STREAM_JUNK = 11, 12, 13, 14
 
 
 class WindowStream:
@@ -73,7 +74,9 @@ class WindowStream:
 
 
 class MixedStream:
-    """Each window is all-BIO or, with probability ``qa_ratio``, all-QA (paper: QAr = 0.8)."""
+    """Each window is all-BIO or, with probability ``qa_ratio``, all from the other stream: QA in mixed
+    training (paper: QAr = 0.8), junk bios in Part 3.3's junk data (7/8). The other stream keeps the
+    name ``qa`` in the state a checkpoint holds."""
 
     def __init__(self, bio: WindowStream, qa: WindowStream | None, qa_ratio: float, seed: int):
         if qa_ratio > 0 and qa is None:

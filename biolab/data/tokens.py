@@ -32,16 +32,22 @@ from biolab.io import atomic_dir, write_json
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
+# Part 3.3 Result 12: a reserved token before every useful bio (a domain name, say), told apart from
+# the junk bios that carry none
+DOMAIN = "<|domain|>"
+JUNK = "junk"  # the corpus's junk bios (Results 10-11): junk.bin / junk.npz / junk.json, a TextSet
 BATCH = 8192
 MIN_VOCAB = 260  # 256 bytes + the specials
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """The ``tokenizer`` section: a local tokenizer, or the size of the BPE trained on the data."""
+    """The ``tokenizer`` section: a local tokenizer, or the size of the BPE trained on the data; with
+    ``domain_token``, the reserved DOMAIN token added and put before every bio of the dataset."""
 
     path: str | None = None  # a tokenizer folder or tokenizer.json (None: train a BPE)
     vocab_size: int = 2048
+    domain_token: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> TokenizerConfig:
@@ -235,11 +241,15 @@ def tokenize_dataset(
     overwrite: bool = False,
     timings: dict | None = None,
     asked: dict | None = None,
+    junk_dir: str | Path | None = None,
+    domain_token: bool = False,
 ) -> dict:
     """Train (or take) a tokenizer and write the tokenized corpus folder; return its meta.
 
     ``timings``, if given, receives the seconds of each phase (for benchmarks); ``asked``, the
-    tokenizer settings the corpus was made for, is recorded in its meta (``tokenizer_config``)."""
+    tokenizer settings the corpus was made for, is recorded in its meta (``tokenizer_config``).
+    ``junk_dir``: a dataset whose bios become the corpus's junk texts (Part 3.3 Results 10-11), with
+    the same tokenizer; ``domain_token``: every bio of ``data_dir`` starts with DOMAIN (Result 12)."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
 
@@ -259,6 +269,8 @@ def tokenize_dataset(
         if tokenizer is None:
             tokenizer = train_tokenizer([b["text"] for b in bios] + qa_texts, vocab_size)
             lap("train_tokenizer")
+        if domain_token:
+            tokenizer.add_special_tokens({"additional_special_tokens": [DOMAIN]})
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         vocab = len(tokenizer)
         dtype = token_dtype(vocab)
@@ -268,6 +280,9 @@ def tokenize_dataset(
             [[b["spans"][a] for a in attrs] + [b["spans"]["name"][0]] for b in bios], dtype=np.int64
         ).reshape(len(bios), len(attrs) + 1, 2)
         ids, offsets, tok = tokenize_texts(tokenizer, [b["text"] for b in bios], spans, "tokenize bios")
+        domain_id = tokenizer.convert_tokens_to_ids(DOMAIN) if domain_token else None
+        if domain_id is not None:
+            ids, offsets, tok = prefix_texts(ids, offsets, tok, domain_id)
         ids.astype(dtype).tofile(tmp / "bios.bin")
         lap("tokenize_bios")
         split = np.array([people[b["person_id"]]["split"] == "train" for b in bios], dtype=np.int8)
@@ -306,6 +321,7 @@ def tokenize_dataset(
             "dtype": dtype.name,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
+            **({"domain_token_id": domain_id} if domain_id is not None else {}),
             "counts": {
                 "bios": len(bios),
                 "bio_tokens": int(lengths.sum()),
@@ -318,8 +334,34 @@ def tokenize_dataset(
                 "max": int(lengths.max()),
             },
         }
+        if junk_dir is not None:
+            meta["junk"] = tokenize_junk(tokenizer, junk_dir, tmp, data_meta)
+            lap("tokenize_junk")
         write_json(tmp / "meta.json", meta)
     return meta
+
+
+def prefix_texts(ids: np.ndarray, offsets: np.ndarray, tok: np.ndarray, token_id: int):
+    """``token_id`` put before every text of (ids, offsets); the texts' token spans ``tok`` move by one."""
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] + np.arange(len(lengths))  # each text's new start, after the prefixes before it
+    out = np.empty(len(ids) + len(lengths), dtype=ids.dtype)
+    out[starts] = token_id
+    keep = np.ones(len(out), dtype=bool)
+    keep[starts] = False
+    out[keep] = ids
+    return out, np.concatenate([[0], np.cumsum(lengths + 1)]), tok + 1
+
+
+def tokenize_junk(tokenizer, junk_dir: str | Path, out: Path, data_meta: dict) -> dict:
+    """The bios of dataset ``junk_dir`` as the corpus's JUNK texts (a TextSet, every row trainable):
+    people who are never measured, whose bios fill ``train.junk_fraction`` of the windows."""
+    junk_meta = read_meta(junk_dir)
+    if junk_meta["sha256"] == data_meta["sha256"]:
+        raise ConfigError("the junk bios are the dataset's own: junk needs other people (another seed)")
+    texts = [b["text"] for b in iter_jsonl(Path(junk_dir) / "bios.jsonl")]
+    meta = write_texts(tokenizer, texts, [0] * len(texts), out, JUNK, split=np.ones(len(texts), np.int8))
+    return {"data_sha256": junk_meta["sha256"], "bios": meta["texts"], "tokens": meta["tokens"]}
 
 
 class TextSet:
@@ -426,6 +468,15 @@ class Corpus:
     def qa_set(self) -> TextSet:
         """The QA texts as a ``TextSet`` (what QA finetuning and mixed training read)."""
         return TextSet(self.qa_ids, self.qa, self.eos, self.pad)
+
+    def junk_set(self) -> TextSet | None:
+        """The junk bios (Part 3.3 Results 10-11), None for a corpus made without them."""
+        return TextSet.load(self.dir, JUNK) if "junk" in self.meta else None
+
+    @property
+    def domain_token_id(self) -> int | None:
+        """The DOMAIN token every bio starts with (Part 3.3 Result 12), None without one."""
+        return self.meta.get("domain_token_id")
 
     def tokenizer(self):
         return load_tokenizer(self.dir / "tokenizer")

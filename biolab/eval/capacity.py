@@ -77,12 +77,20 @@ def first_bios(data_dir, max_people: int | None = None) -> tuple[list[str], np.n
 
 @torch.no_grad()
 def span_losses(
-    model, tokenizer, texts: list[str], spans: np.ndarray, batch_size: int = 64, progress: bool = False
+    model,
+    tokenizer,
+    texts: list[str],
+    spans: np.ndarray,
+    batch_size: int = 64,
+    progress: bool = False,
+    prefix: tuple[int, ...] = (),
 ) -> np.ndarray:  # [n, k] summed cross-entropy (nats) over each span's tokens
-    """The model's loss summed over the tokens of each character span, each text read after EOS."""
+    """The model's loss summed over the tokens of each character span, each text read after EOS and
+    ``prefix`` (the domain token the model saw before every bio in training, Part 3.3 Result 12)."""
     ids, offsets, tok = tokenize_texts(tokenizer, texts, spans, "tokenize")
+    tok = tok + len(prefix)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    seqs = [np.concatenate([[eos], ids[offsets[i] : offsets[i + 1]]]) for i in range(len(texts))]
+    seqs = [np.concatenate([[eos, *prefix], ids[offsets[i] : offsets[i + 1]]]) for i in range(len(texts))]
     device = next(model.parameters()).device
     out = np.zeros(spans.shape[:2], dtype=np.float64)
     model.eval()
@@ -143,12 +151,15 @@ def bits(k: dict, p1: float, p2: float, P: int) -> dict:
 
 
 def measure(model, tokenizer, data_dir, used_ids: np.ndarray, max_people: int | None = None,
-            batch_size: int = 64, progress: bool = False, bios: tuple | None = None) -> dict:  # fmt: skip
+            batch_size: int = 64, progress: bool = False, bios: tuple | None = None,
+            prefix: tuple[int, ...] = ()) -> dict:  # fmt: skip
     """p1, p2 (and p2 by attribute), P and the bits of ``model`` on the dataset in ``data_dir``;
-    ``bios``: what ``first_bios(data_dir, max_people)`` returns, when the caller read it already."""
+    ``bios``: what ``first_bios(data_dir, max_people)`` returns, when the caller read it already;
+    ``prefix``: token ids each bio follows (``span_losses``)."""
     meta = read_meta(data_dir)
     texts, spans, present, names = bios or first_bios(data_dir, max_people)
-    losses = np.where(present, span_losses(model, tokenizer, texts, spans, batch_size, progress), 0.0)
+    losses = span_losses(model, tokenizer, texts, spans, batch_size, progress, prefix)
+    losses = np.where(present, losses, 0.0)
     p1 = float(losses[:, 0].mean())
     p2 = float(losses[:, 1:].sum(1).mean())
     k = knowledge(meta)
@@ -185,11 +196,11 @@ class CapacityConfig:
 
 
 def measure_with_quantized(model, tokenizer, data_dir, used_ids: np.ndarray, cfg: CapacityConfig,
-                           progress: bool = False) -> list[dict]:  # fmt: skip
+                           progress: bool = False, prefix: tuple[int, ...] = ()) -> list[dict]:  # fmt: skip
     """The float model's row (``quant`` "fp32"), then one per ``cfg.quantize`` bit width."""
     # the bios are read once for every precision: bioS_cap holds 100 entries per person
     bios = first_bios(data_dir, cfg.max_people)
-    common = dict(batch_size=cfg.batch_size, progress=progress, bios=bios)
+    common = dict(batch_size=cfg.batch_size, progress=progress, bios=bios, prefix=prefix)
     rows = [{"quant": "fp32", **measure(model, tokenizer, data_dir, used_ids, **common)}]
     for b in cfg.quantize:
         q = copy.deepcopy(model)

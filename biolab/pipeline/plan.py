@@ -139,6 +139,43 @@ def _modes(m: dict) -> list[tuple[str, float | None]]:
 
 
 @dataclass(frozen=True)
+class JunkConfig:
+    """The ``junk`` section (Part 3.3 Results 10-11): ``people`` junk people (0: none), whose bios, in
+    the dataset's own style, fill ``fraction`` of the pretraining windows; ``seed`` draws them (another
+    seed than the dataset's). Many junk people are each seen about once (junk); few are repeated
+    (bioS(1K) in Result 11: no capacity loss in the paper)."""
+
+    people: int = 0
+    fraction: float = 0.875
+    seed: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JunkConfig:
+        return from_dict(cls, d, "junk")
+
+    def validate(self) -> None:
+        if not isinstance(self.people, int) or self.people < 0 or self.people == 1:
+            raise ConfigError(f"junk.people must be 0 (no junk) or an integer >= 2, got {self.people!r}")
+        if not 0 < self.fraction < 1:
+            raise ConfigError(f"junk.fraction must be in (0, 1), got {self.fraction}")
+
+
+def junk_data_keys(data: dict, junk: JunkConfig) -> dict:
+    """The junk dataset: the run's data preset with junk's people and seed, under a name of its own."""
+    if junk.seed == data.get("seed", 0):
+        raise ConfigError(f"junk.seed={junk.seed} is the dataset's own seed: the junk would be its people")
+    # one bio per junk person: junk is text seen about once, not more entries to learn
+    junk_data = {
+        **data,
+        "name": f"{data['name']}_junk",
+        "n_people": junk.people,
+        "seed": junk.seed,
+        "multi": 1,
+    }
+    return data_keys(junk_data)
+
+
+@dataclass(frozen=True)
 class PlannedRun:
     """A run before it is built: the manifest the runner files once ``build`` (the stages it reads,
     each built with everything it needs) is done."""
@@ -249,12 +286,15 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
     would read the answer from the input: only Q-probes, on the name alone, mean something)."""
     arch = cfg["model"].get("arch", "gpt_neox")
     ft = cfg.get("finetune") or {}
-    if cfg["data"].get("style") == BIOD:
-        asked = [k for k, on in (("qa_eval", cfg["qa_eval"] != "none"), ("probes", bool(probes)),
-                 ("manipulation", bool((cfg.get("manipulation") or {}).get("tasks"))),
-                 ("memorization", bool((cfg.get("memorization") or {}).get("enabled")))) if on]  # fmt: skip
-        if asked:
-            raise ConfigError(f"data.style=bioD is for capacity: set qa_eval=none, probes=[], no {asked[0]}")
+    asked = [k for k, on in (("qa_eval", cfg["qa_eval"] != "none"), ("probes", bool(probes)),
+             ("manipulation", bool((cfg.get("manipulation") or {}).get("tasks"))),
+             ("memorization", bool((cfg.get("memorization") or {}).get("enabled")))) if on]  # fmt: skip
+    capacity_only = [what for what, on in (
+        ("data.style=bioD", cfg["data"].get("style") == BIOD),
+        ("junk.people > 0", JunkConfig.from_dict(cfg.get("junk") or {}).people > 0),
+        ("tokenizer.domain_token=true", bool(cfg["tokenizer"].get("domain_token")))) if on]  # fmt: skip
+    if capacity_only and asked:
+        raise ConfigError(f"{capacity_only[0]} is for capacity: set qa_eval=none, probes=[], no {asked[0]}")
     if (cfg.get("capacity") or {}).get("enabled") and arch in MASKED_LM_ARCHS:
         raise ConfigError(f"capacity reads a causal model's bio loss; model.arch={arch} is a masked LM")
     if cfg["qa_eval"] == "finetune" and ft.get("method", "lora") == "lora" and arch not in TARGETS:
@@ -277,6 +317,7 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
 # leaves them out at that value, so those roots' stage keys hold.
 ADDED_LATER = {
     "data": {"max_values": 0, "biod": None, "llm": None},
+    "tokenizer": {"domain_token": False},
     "train": {"exposures": None, "min_steps": None},
     "eval": {"gpu_batch_size": EvalConfig.gpu_batch_size},
 }
@@ -316,8 +357,12 @@ def plan_runs(
     EvalConfig.from_dict(cfg["eval"])
     check_combination(cfg, probes or {})
     data = Stage(DATA, data_keys(cfg["data"]))
-    corpus = Stage(CORPUS, {"tokenizer": cfg["tokenizer"]}, {"data": data})
-    pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": train_keys(cfg["train"])}, {"corpus": corpus})
+    junk = JunkConfig.from_dict(cfg.get("junk") or {})
+    junk_data = Stage(DATA, junk_data_keys(cfg["data"], junk)) if junk.people else None
+    corpus_inputs = {"data": data, **({"junk": junk_data} if junk_data else {})}
+    corpus = Stage(CORPUS, {"tokenizer": stage_keys("tokenizer", cfg["tokenizer"])}, corpus_inputs)
+    train = {**train_keys(cfg["train"]), **({"junk_fraction": junk.fraction} if junk.people else {})}
+    pretrain = Stage(PRETRAIN, {"model": cfg["model"], "train": train}, {"corpus": corpus})
     probe_stages = {
         name: Stage(PROBE, {"probe": p}, {"pretrain": pretrain, "data": data})
         for name, p in (probes or {}).items()
@@ -339,7 +384,8 @@ def plan_runs(
     base = run_name("__".join([cfg["data"]["name"], *([variant] if variant else [])]), list(named))
     for grid_name, ev, ft in evals:
         run = base if grid_name == "run" else f"{base}__{grid_name}"
-        stages = {"data": data.rel(), "corpus": corpus.rel(), "pretrain": pretrain.rel(),
+        stages = {"data": data.rel(), **({"junk": junk_data.rel()} if junk_data else {}),
+                  "corpus": corpus.rel(), "pretrain": pretrain.rel(),
                   **{slot(PROBE_SLOT, n): s.rel() for n, s in probe_stages.items()},
                   **({"eval": ev.rel()} if ev is not None else {}), **extra_stages}  # fmt: skip
         manifest = RunManifest(

@@ -40,7 +40,15 @@ def family(model) -> str:
 
 
 def _series(rec: dict) -> tuple:
-    return rec["data"], rec["N"], rec["exposures_asked"], family(rec["model"])
+    return rec["data"], rec["N"], rec["exposures_asked"], family(rec["model"]), rec.get("setting") or ""
+
+
+def with_setting(records: list[dict], head: list[str], lines: list[list[str]], keys: list) -> tuple:
+    """``head`` and ``lines`` with a last ``setting`` column (each line's from ``keys``) when any run
+    has one (junk data, a domain token); as they were otherwise."""
+    if not any(r.get("setting") for r in records):
+        return head, lines
+    return [*head, "setting"], [[*line, k or ""] for line, k in zip(lines, keys, strict=True)]
 
 
 def exposures_text(e) -> str:
@@ -57,8 +65,9 @@ def model_table(records: list[dict]) -> str:
     for r in records:
         by_run.setdefault(r["run"], {})[r["quant"]] = r
     head = ["data", "N", "exposures", "model", "P", "bits (of the data's)", "R", "R_max", "R int8", "R int4"]
-    lines = [_model_line(q, len(head)) for q in sorted(by_run.values(), key=_model_order)]
-    return md_table(head, lines)
+    models = sorted(by_run.values(), key=_model_order)
+    lines = [_model_line(q, len(head)) for q in models]
+    return md_table(*with_setting(records, head, lines, [_fp32(q).get("setting") for q in models]))
 
 
 def _fp32(quants: dict) -> dict:
@@ -99,12 +108,13 @@ def peak_table(records: list[dict]) -> str:
         groups.setdefault(_series(r), []).append(r)
     head = ["data", "N", "exposures", "family", "models", "peak R (model)", "paper's law", "R int8", "R int4",
             "share of the data's bits at the peak"]  # fmt: skip
-    lines = []
+    lines, keys = [], []
     for key in sorted(groups, key=lambda k: tuple(map(str, k))):
         fp = [r for r in groups[key] if r["quant"] == "fp32"]
         if fp:
             lines.append(_peak_line(key, fp, groups[key], laws, len(head)))
-    return md_table(head, lines)
+            keys.append(key[4])
+    return md_table(*with_setting(records, head, lines, keys))
 
 
 def _peak_line(key: tuple, fp: list[dict], group: list[dict], laws: dict, width: int) -> list[str]:
@@ -130,9 +140,9 @@ def plot_capacity(records: list[dict], path: str | Path) -> Path | None:
     groups: dict[tuple, list[dict]] = {}
     for r in fp:
         groups.setdefault(_series(r), []).append(r)
-    for (data, n, e, fam), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (data, n, e, fam, setting), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         rs = sorted(rs, key=lambda r: r["P"])
-        label = f"{data} N={n}, {exposures_text(e)} exp., {fam}"
+        label = f"{data} N={n}, {exposures_text(e)} exp., {fam}" + (f", {setting}" if setting else "")
         line = ax.plot([r["P"] for r in rs], [r["bits"] for r in rs], "o-", label=label)[0]
         total = max(r["R_max"] * r["P"] for r in rs)
         ax.axhline(total, color=line.get_color(), ls=":", lw=1)

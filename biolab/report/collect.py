@@ -132,7 +132,17 @@ def run_setting(run: Run) -> dict:
     }  # fmt: skip
 
 
-ROLE_ORDER = ("data", "corpus", "pretrain", "eval", "probe", "memorization", "capacity", "manipulation")
+ROLE_ORDER = (
+    "data",
+    "junk",
+    "corpus",
+    "pretrain",
+    "eval",
+    "probe",
+    "memorization",
+    "capacity",
+    "manipulation",
+)
 
 
 def stage_folders(run: Run) -> list[tuple[str, str]]:

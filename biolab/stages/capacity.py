@@ -14,14 +14,12 @@ from biolab.stages.kind import Kind
 from biolab.stages.manifest import Run, StageMissing, check_stage, stage_json
 from biolab.stages.rows import Reader, Readout, flag, row
 
+# capacity.csv: everything an outside script needs to recompute R from p1, p2, N and P
 CAPACITY_COLUMNS = ("experiment", "run", "data", "style", "model", "arch", "quant", "N", "P", "exposures",
-           "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R", "R_max",
-           "log2_N0", "log2_S0", "K", "C", "D", "L", "T")  # fmt: skip
-CAPACITY_METRICS = (
-    "bits",
-    "R",
-    "R_max",
-)  # the long rows of results.csv: capacity_<metric>, attribute = precision
+                    "exposures_asked", "p1", "p2", "name_bits", "value_bits", "diversity_bits", "bits", "R",
+                    "R_max", "log2_N0", "log2_S0", "K", "C", "D", "L", "T", "setting")  # fmt: skip
+# the long rows of results.csv: capacity_<metric>, attribute = precision
+CAPACITY_METRICS = ("bits", "R", "R_max")
 
 
 def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
@@ -29,7 +27,8 @@ def build_capacity(cfg: dict, inputs: dict, out: Path, progress: bool, context: 
     model, tokenizer = load_model(model_dir)
     corpus = Corpus(inputs["corpus"])
     c = CapacityConfig.from_dict(cfg["capacity"])
-    rows = measure_with_quantized(model, tokenizer, inputs["data"], corpus.bio_ids, c, progress)
+    prefix = () if corpus.domain_token_id is None else (corpus.domain_token_id,)
+    rows = measure_with_quantized(model, tokenizer, inputs["data"], corpus.bio_ids, c, progress, prefix)
     trained = json.loads((Path(inputs["pretrain"]) / "config.json").read_text())
     exposures = (trained.get("exposures") or {}).get("exposures")
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -67,9 +66,27 @@ def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
     for r in data["rows"]:
         rec = {k: r.get(k) for k in CAPACITY_COLUMNS}
         rec.update(experiment=run.experiment, run=run.name, data=run.data, model=model, arch=arch,
-                   exposures=data.get("exposures"), exposures_asked=trained.get("asked"))  # fmt: skip
+                   exposures=data.get("exposures"), exposures_asked=trained.get("asked"),
+                   setting=run_setting_text(run))  # fmt: skip
         out.append(rec)
     return out
+
+
+def run_setting_text(run: Run) -> str:
+    """What the pretraining mixed in beside the useful bios, from its corpus and its config: junk bios
+    (Part 3.3 Results 10-11) and a domain token (Result 12); "" for neither (or stages not readable)."""
+    try:
+        corpus = json.loads((check_stage(run, run.stage("corpus"), "corpus") / "meta.json").read_text())
+        train = json.loads((check_stage(run, run.stage("pretrain"), "pretrain") / "config.json").read_text())
+    except (StageMissing, OSError, ValueError):
+        return ""
+    parts = []
+    if corpus.get("junk"):
+        share = (train.get("train") or {}).get("junk_fraction")
+        parts.append(f"junk {share:g} of windows, {corpus['junk'].get('bios', 0):,} junk people")
+    if corpus.get("domain_token_id") is not None:
+        parts.append("domain token")
+    return ", ".join(parts)
 
 
 def pretrained_model_keys(run: Run) -> dict:

@@ -25,7 +25,8 @@ def build_data(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict
 def build_corpus(cfg: dict, inputs: dict, out: Path, progress: bool, context: dict) -> None:
     tok = TokenizerConfig.from_dict(cfg["tokenizer"])
     tokenizer = load_tokenizer(tok.path) if tok.path else None
-    tokenize_dataset(inputs["data"], out, tokenizer, tok.vocab_size)
+    tokenize_dataset(inputs["data"], out, tokenizer, tok.vocab_size, junk_dir=inputs.get("junk"),
+                     domain_token=tok.domain_token)  # fmt: skip
 
 
 def check_corpus(cfg: dict) -> None:

@@ -30,7 +30,7 @@ MANIFESTS = "runs"
 FORMAT = 2  # 2: stages as one flat {slot: folder} map; manifests without "format" are 1 (nested)
 PROBE_SLOT = "probe"  # slot prefix of the probe stages: probe/<preset>
 TASK_RUNS = ("manipulation", "tasks32")  # slot prefix of the task runs, then its old name
-UPSTREAM = ("data", "corpus", "pretrain")  # what an eval or a probe stage was built from
+UPSTREAM = ("data", "junk", "corpus", "pretrain")  # what an eval or a probe stage was built from
 SEP = "/"  # between a slot's parts: never in a preset name or a task label (refused by ``slot``)
 
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from biolab.console import report_progress
 from biolab.data.dataset import read_meta
 from biolab.data.masking import with_mask_token
-from biolab.data.packing import STREAM_QA, MixedStream, WindowStream
+from biolab.data.packing import STREAM_JUNK, STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
 from biolab.device import keep_freed_memory, pick_device
 from biolab.errors import ConfigError
@@ -85,6 +85,12 @@ def make_stream(corpus: Corpus, cfg: TrainConfig, qa_texts: TextSet | None = Non
     bio = WindowStream(corpus.bio_ids, b["offsets"], corpus.eos, cfg.ctx, cfg.seed)
     if qa_texts is not None and cfg.qa_ratio <= 0:
         raise ConfigError("mixed training on task items needs train.qa_ratio > 0")
+    if cfg.junk_fraction > 0:
+        junk = corpus.junk_set()
+        if junk is None:
+            raise ConfigError(f"train.junk_fraction={cfg.junk_fraction} needs junk bios: set junk.people > 0")
+        other = WindowStream(junk.ids, junk.offsets, corpus.eos, cfg.ctx, cfg.seed, stream=STREAM_JUNK)
+        return MixedStream(bio, other, cfg.junk_fraction, cfg.seed)
     qa = None
     if cfg.qa_ratio > 0:  # QAs of P_train people only
         texts = corpus.qa_set() if qa_texts is None else qa_texts
@@ -209,7 +215,7 @@ def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
     n_bios = corpus.n_bios
     people = len(np.unique(corpus.bios["person_id"]))
     pass_tokens = int(corpus.bios["offsets"][-1]) + n_bios  # each bio + its EOS
-    share = 1.0 - cfg.qa_ratio
+    share = 1.0 - cfg.qa_ratio - cfg.junk_fraction  # junk windows, like QA ones, are extra
     if share <= 0:
         raise ConfigError("train.exposures counts BIO windows: it needs train.qa_ratio < 1")
     bio_tokens = pass_tokens / n_bios  # one exposure: one bio and its EOS
