@@ -7,6 +7,20 @@ tied embeddings and rotary on a quarter of each head. ``gpt2`` (learned absolute
 GBERT (P3.1 section 7): transformers' ModernBERT is the encoder it has with rotary and pre-LayerNorm,
 here with full (global) attention in every layer and trained by masked LM. It differs from the
 paper's "GPT2 with full attention" in a GeGLU MLP, no biases and rotary on every head dim.
+
+``qwen3_moe`` is the mixture of experts of Part 3.3 Result 9 (the paper: 32 experts, each a d->d->d MLP,
+tutel top-1 routing with capacity factor 2 in training and 8 at test). It routes as Switch/tutel top-1
+does: the chosen expert's output scaled by its softmax probability (``norm_topk_prob=False``), so the
+router learns from the LM loss. Of transformers' other causal MoE LMs, Qwen2-MoE routes so too but
+always adds a shared expert, OLMoE is much the same (its query/key norm spans all heads), and Mixtral,
+GraniteMoE and JetMoE renormalise the top-k weights, which at top-1 pins the weight to 1 and leaves
+the router untrained without an auxiliary loss. The causal classes with non-gated experts stray
+further: NemotronH (no position encoding in its attention, an always-on shared expert, sigmoid
+routing) and Ergo (a shared expert, sigmoid routing renormalised over the top-k). Differences from the
+paper's MoE: SwiGLU experts (three d x d_ff matrices, not two), Llama-style blocks (RMSNorm, full
+rotary, no biases) with a per-head RMSNorm on queries and keys, and dropless routing (no capacity
+factor: no token is ever dropped, in training or at test). No router auxiliary loss unless
+``router_aux_loss`` > 0 sets its coefficient.
 """
 
 from __future__ import annotations
@@ -27,14 +41,16 @@ from transformers import (
     ModernBertConfig,
     PreTrainedConfig,
     PreTrainedModel,
+    Qwen3MoeConfig,
 )
 
 from biolab.config import from_dict
 from biolab.device import pick_device
 from biolab.errors import ConfigError
 
-ARCHS = ("gpt_neox", "gpt2", "llama", "modernbert")
+ARCHS = ("gpt_neox", "gpt2", "llama", "modernbert", "qwen3_moe")
 MASKED_LM_ARCHS = ("modernbert",)  # trained by masked LM (bidirectional attention); the rest are causal
+MOE_ARCHS = ("qwen3_moe",)  # every layer's MLP a mixture of n_experts experts
 
 
 def is_masked_lm(model_or_config) -> bool:
@@ -53,18 +69,24 @@ class ModelConfig:
     """Model shape; the vocabulary comes from the tokenizer at build time."""
 
     name: str = "tiny"
-    arch: str = "gpt_neox"  # gpt_neox ("GPT2 with rotary"), gpt2 (absolute positions), llama, modernbert
+    arch: str = "gpt_neox"  # gpt_neox ("GPT2 with rotary"), gpt2 (absolute positions), llama, modernbert,
+    # qwen3_moe (mixture of experts)
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
     d_ff: int | None = None  # default 4 * d_model, for llama and modernbert too (gated: 1.5x the MLP params);
-    # 0: no MLP (Part 3.3 result 5; what is left of it is the output bias, d_model numbers per layer)
+    # 0: no MLP (Part 3.3 result 5; what is left of it is the output bias, d_model numbers per layer);
+    # qwen3_moe: each expert's width (the paper's experts: d_model)
     max_positions: int = 512
-    rotary_pct: float = 0.25  # fraction of each head's dims that get rotary (gpt_neox only; llama: all)
-    rotary_base: float = 10000.0  # gpt_neox and llama
+    rotary_pct: float = 0.25  # fraction of each head's dims that get rotary (gpt_neox only; llama and
+    # qwen3_moe: all)
+    rotary_base: float = 10000.0  # gpt_neox, llama and qwen3_moe
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    n_experts: int = 0  # qwen3_moe: experts per layer (>= 2); 0 on the dense archs
+    top_k: int = 1  # qwen3_moe: experts each token goes through (the paper: 1)
+    router_aux_loss: float = 0.0  # qwen3_moe: coefficient of the load-balancing loss; 0: none
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -85,6 +107,18 @@ class ModelConfig:
     @property
     def rotary_dims(self) -> int:
         return int(self.head_dim * self.rotary_pct)
+
+    @property
+    def moe(self) -> bool:
+        return self.arch in MOE_ARCHS
+
+    @property
+    def inactive_expert_parameters(self) -> int:
+        """Expert weights a token does not go through: all of them but its top_k per layer (SwiGLU
+        experts without biases, three d_model x d_ff matrices each); 0 for a dense model."""
+        if not self.moe:
+            return 0
+        return self.n_layer * (self.n_experts - self.top_k) * 3 * self.d_model * self.ff_dim
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -116,6 +150,22 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.init_std <= 0:
             raise ConfigError(f"model.init_std must be > 0, got {self.init_std}")
+        self.validate_experts()
+
+    def validate_experts(self) -> None:
+        """n_experts, top_k and router_aux_loss: set on the MoE arch, left at their defaults elsewhere."""
+        if not self.moe:
+            moe_keys = {"n_experts": 0, "top_k": 1, "router_aux_loss": 0.0}
+            for key, default in moe_keys.items():
+                if getattr(self, key) != default:
+                    raise ConfigError(f"model.{key} is for model.arch in {list(MOE_ARCHS)}, not {self.arch}")
+            return
+        if self.n_experts < 2:
+            raise ConfigError(f"model.arch={self.arch} needs model.n_experts >= 2, got {self.n_experts}")
+        if not 1 <= self.top_k <= self.n_experts:
+            raise ConfigError(f"model.top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
+        if self.router_aux_loss < 0:
+            raise ConfigError(f"model.router_aux_loss must be >= 0, got {self.router_aux_loss}")
 
 
 def make_hf_config(
@@ -166,6 +216,8 @@ def make_hf_config(
             summary_first_dropout=cfg.dropout,
             **common,
         )
+    if cfg.moe:
+        return moe_config(cfg, shape, common)
     if cfg.arch == "modernbert":
         return ModernBertConfig(
             **shape,
@@ -185,6 +237,27 @@ def make_hf_config(
         num_key_value_heads=cfg.n_head,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rotary_base},
         attention_dropout=cfg.dropout,  # Llama has no residual or embedding dropout
+        **common,
+    )
+
+
+def moe_config(cfg: ModelConfig, shape: dict, common: dict) -> Qwen3MoeConfig:
+    """Qwen3-MoE with an MoE block in every layer, routed Switch-style (see the module docstring)."""
+    return Qwen3MoeConfig(
+        **shape,
+        num_key_value_heads=cfg.n_head,
+        num_experts=cfg.n_experts,
+        num_experts_per_tok=cfg.top_k,
+        moe_intermediate_size=cfg.ff_dim,
+        # top-1 weights renormalised over the chosen experts would all be 1: keep the softmax probability
+        norm_topk_prob=False,
+        decoder_sparse_step=1,  # every layer sparse (mlp_only_layers, the dense exceptions, empty)
+        mlp_only_layers=[],
+        # The class adds the auxiliary loss to .loss only when it returns router logits: off at 0.
+        output_router_logits=cfg.router_aux_loss > 0,
+        router_aux_loss_coef=cfg.router_aux_loss,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rotary_base},
+        attention_dropout=cfg.dropout,  # no residual or embedding dropout, as Llama
         **common,
     )
 
@@ -225,8 +298,10 @@ def flops_per_token(cfg: ModelConfig, n_params_no_embed: int, ctx: int) -> float
     ``6 N`` counts the matmuls with the N non-embedding weights (2 forward, 4 backward); the second term
     is attention's QK^T and AV products over a ``ctx``-token window (no causal halving, as in PaLM).
     The LM head matmul is left out, as in PaLM's count, so MFU from this is slightly conservative.
+    An MoE counts the weights a token goes through: ``n_params_no_embed`` less the experts it skips.
     """
-    return 6.0 * n_params_no_embed + 12.0 * cfg.n_layer * cfg.d_model * ctx
+    active = n_params_no_embed - cfg.inactive_expert_parameters
+    return 6.0 * active + 12.0 * cfg.n_layer * cfg.d_model * ctx
 
 
 def model_summary(model: PreTrainedModel) -> str:

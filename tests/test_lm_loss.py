@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from biolab.model import ModelConfig, build_model
+from biolab.model import MOE_ARCHS, ModelConfig, build_model
 from biolab.train import lm_loss as lm
 from biolab.train.finetune import FinetuneConfig, apply_lora
 from biolab.train.lm_loss import FUSED_ARCHS, fused_head, lm_loss
@@ -11,7 +11,8 @@ VOCAB = 96
 
 def small(arch: str):
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, n_layer=2, n_head=2, d_model=32, max_positions=64)
+    experts = 4 if arch in MOE_ARCHS else 0  # an MoE's tokens spread over several experts
+    cfg = ModelConfig(arch=arch, n_layer=2, n_head=2, d_model=32, max_positions=64, n_experts=experts)
     return build_model(cfg, VOCAB, 0, 1, 0).train()
 
 

@@ -12,8 +12,8 @@ dtype (bf16 under autocast, as the head's own matmul would be).
 
 Used where it was measured to pay and where it is exactly the model's loss: a CPU, one process
 (DDP needs the forward through its wrapper), and a causal LM whose head is a bias-free linear map
-of its base model's last hidden state (GPT-NeoX, GPT-2, Llama; LoRA adapters on any of them).
-Everything else keeps ``model(**batch).loss``.
+of its base model's last hidden state (GPT-NeoX, GPT-2, Llama, Qwen3-MoE without its router loss; LoRA
+adapters on any of them). Everything else keeps ``model(**batch).loss``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from biolab.model import is_masked_lm
 CHUNK_ROWS = 1024
 IGNORE = -100  # transformers' ignore_index
 # Checked against model(**batch).loss and its gradients in tests/test_lm_loss.py.
-FUSED_ARCHS = ("gpt_neox", "gpt2", "llama")
+FUSED_ARCHS = ("gpt_neox", "gpt2", "llama", "qwen3_moe")
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -91,9 +91,12 @@ def _lora_only(model: nn.Module) -> nn.Module | None:
 
 def fused_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     """(base model giving the last hidden state, LM head) where the fused loss is the model's own
-    loss; None where it is not (a masked LM, another adapter, a head with a bias or wrapped)."""
+    loss; None where it is not (a masked LM, another adapter, a head with a bias or wrapped, an MoE
+    whose .loss adds its router's auxiliary loss)."""
     causal = _lora_only(model)
     if causal is None or is_masked_lm(causal) or causal.config.model_type not in FUSED_ARCHS:
+        return None
+    if getattr(causal.config, "output_router_logits", False):
         return None
     head = causal.get_output_embeddings()
     if type(head) is not nn.Linear or head.bias is not None:
