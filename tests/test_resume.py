@@ -88,6 +88,28 @@ def test_a_resume_with_another_config_stops_before_any_work(corpus, tmp_path, mo
     assert files_of(tmp_path) == before  # config.json still says what the checkpoints were trained with
 
 
+def test_a_checkpoint_from_before_a_key_existed_resumes_with_the_key_at_its_default(
+    corpus, tmp_path, uninterrupted
+):
+    """biolab updated between a kill and its resume: the checkpoint's record lacks keys added since
+    (model.n_experts, train.junk_fraction); at their defaults they train as before, so it resumes."""
+    killed_run(corpus, tmp_path)
+    for record in tmp_path.glob("checkpoints/*/trainer.json"):
+        data = json.loads(record.read_text())
+        del data["config"]["model"]["n_experts"], data["config"]["train"]["junk_fraction"]
+        record.write_text(json.dumps(data))
+    pretrain(tmp_path, corpus, MODEL, train_cfg(), progress=False)
+    assert same(weights(tmp_path), uninterrupted)
+    killed_run(corpus, tmp_path / "other")
+    for record in (tmp_path / "other").glob("checkpoints/*/trainer.json"):
+        data = json.loads(record.read_text())
+        del data["config"]["train"]["qa_ratio"]
+        record.write_text(json.dumps(data))
+    # a missing key at another value than its default is still another config
+    with pytest.raises(ConfigError, match=r"train.qa_ratio=\"unset\" \(now 0.5\)"):
+        pretrain(tmp_path / "other", corpus, MODEL, train_cfg(qa_ratio=0.5), progress=False)
+
+
 def test_logging_keys_may_change_on_resume(corpus, tmp_path, uninterrupted):
     killed_run(corpus, tmp_path)
     logging = train_cfg(name="other", log_every=3, eval_every=2, eval_people=4, ckpt_every=3, keep_ckpts=1)

@@ -10,14 +10,14 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
 
 from biolab.errors import ConfigError
 from biolab.io import check_writable, file_sha256, write_json
-from biolab.model import TRAINING_DATA
+from biolab.model import TRAINING_DATA, ModelConfig
 from biolab.status import is_done
 from biolab.train.config import LOGGING_KEYS, TrainConfig, TrainingError
 
@@ -298,6 +298,7 @@ def config_drift(ckpt: Path, record: dict, section: str = "train", shown: int = 
         return []
     old, new = _flat(then), _flat(record)
     missing = "unset"
+    later = added_later_defaults()
 
     def name(key: str) -> str:
         return section + key[len("train") :] if key.startswith("train.") else key
@@ -306,9 +307,20 @@ def config_drift(ckpt: Path, record: dict, section: str = "train", shown: int = 
         text = json.dumps(v)
         return text if len(text) <= 40 else text[:12] + "..."
 
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing))
+    # a key the checkpoint's code did not have yet, at its default, trains as before (model.n_experts=0)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing)
+                  and not (k not in old and k in later and new[k] == later[k]))  # fmt: skip
     diffs = [f"{name(k)}={show(old.get(k, missing))} (now {show(new.get(k, missing))})" for k in keys]
     return diffs[:shown] + ([f"{len(diffs) - shown} more"] if len(diffs) > shown else [])
+
+
+def added_later_defaults() -> dict:
+    """``model.<key>`` and ``train.<key>`` -> the field's default, for every field of ModelConfig and
+    TrainConfig: what a checkpoint saved before the field existed was trained with."""
+    out = {}
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        out.update({f"{section}.{f.name}": f.default for f in fields(cls) if f.default is not MISSING})
+    return out
 
 
 def save_checkpoint(
