@@ -8,6 +8,9 @@
                                         threads, its biggest ops, our loop in fp32 vs bf16, and the roofline
     python scripts/bench.py roofline    the matmul roofline at the model's own shapes (fp32, bf16; 1 and 2
                                         threads) and our loop's share of it (--set model.n_layer=8 ...)
+    python scripts/bench.py fresh       train.fresh_bios: rendering + tokenizing + packing fresh bios into
+                                        windows vs our loop's training tokens/s on stored and fresh bios
+                                        (--data bioS_fresh --bios 20000)
     python scripts/bench.py eval        batched QA generation vs one generate call per question
     python scripts/bench.py probe       fast P-probes (every layer x position x task) incl. hidden states
     python scripts/bench.py stack       K small models trained together with torch.func (stacked, vmapped)
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -152,6 +156,44 @@ def bench_roofline_cmd(args, tmp: Path, inputs=None) -> dict:
     return bench_roofline(*(inputs or _training_inputs(args, tmp)), warmup=args.warmup)
 
 
+def bench_fresh_cmd(args, tmp: Path) -> dict:
+    """The fresh bio stream alone (``--bios`` bios rendered, tokenized and cut into windows, after its
+    set-up: the people read, the tokenizer loaded) and the stored bios' WindowStream, against our loop's
+    training tokens/s (same model, batch, ctx) on stored bios and on fresh ones, which pays for both."""
+    import numpy as np
+    import torch
+
+    from biolab.data.fresh import fresh_bio_stream
+    from biolab.data.packing import WindowStream
+    from biolab.train.bench import bench_ours
+
+    corpus, model_cfg, cfg = _training_inputs(args, tmp)
+    start = time.perf_counter()
+    fresh = fresh_bio_stream(corpus, cfg.ctx, cfg.seed)
+    setup = time.perf_counter() - start
+    per_bio = fresh.bios.mean_tokens(corpus.eos)
+    calls = int(np.ceil(args.bios * per_bio / (cfg.ctx * cfg.batch_size)))  # a batch a call, as training asks
+    stored = WindowStream(corpus.bio_ids, corpus.bios["offsets"], corpus.eos, cfg.ctx, cfg.seed)
+    loader = {}
+    for name, stream in (("fresh", fresh), ("stored", stored)):
+        start = time.perf_counter()
+        for _ in range(calls):
+            stream.next_windows(cfg.batch_size)
+        loader[name] = round(calls * cfg.batch_size * cfg.ctx / (time.perf_counter() - start))
+    training = {
+        "stored": round(bench_ours(corpus, model_cfg, cfg, args.warmup)),
+        "fresh": round(bench_ours(corpus, model_cfg, replace(cfg, fresh_bios=True), args.warmup)),
+    }
+    return {
+        "model": model_cfg.name, "batch_size": cfg.batch_size, "ctx": cfg.ctx,
+        "steps_timed": cfg.steps - args.warmup, "bios": args.bios, "tokens_per_bio": round(per_bio, 2),
+        "fresh_setup_seconds": round(setup, 2), "loader_tokens_per_s": loader,
+        "fresh_bios_per_s": round(loader["fresh"] / per_bio), "training_tokens_per_s": training,
+        "fresh_loader_over_training": round(loader["fresh"] / training["stored"], 1),
+        "threads": torch.get_num_threads(), "load_average_1m": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
+
+
 def bench_eval_cmd(args, tmp: Path, emit=None) -> dict:
     """QA generation on pick_device's device: every question in batches (``--batch-size``, default
     the evaluation's own batch there), then the first ``--single`` one generate call each, same
@@ -263,7 +305,7 @@ def main() -> None:
         "what",
         nargs="?",
         default="data",
-        choices=["data", "tokenize", "pretrain", "step", "roofline", "eval", "probe", "stack"],
+        choices=["data", "tokenize", "pretrain", "step", "roofline", "eval", "probe", "stack", "fresh"],
     )
     ap.add_argument("--data", default="bioS_multi5_permute_fullname")
     ap.add_argument("--n-people", type=int, default=None, help="default 100000 (pretrain: 1000)")
@@ -288,12 +330,15 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=64, help="eval: of those, answered one generate call each")
     ap.add_argument("--stack", type=int, default=4, help="stack: models trained together")
     ap.add_argument("--threads", type=int, default=1, help="stack: torch threads")
+    ap.add_argument("--bios", type=int, default=20_000, help="fresh: bios the loader renders")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
     args = ap.parse_args()
     if args.batch_size is None and args.what != "eval":
         args.batch_size = 32
     if args.n_people is None:
-        args.n_people = 1000 if args.what in ("pretrain", "step", "roofline", "eval", "probe") else 100_000
+        args.n_people = (
+            1000 if args.what in ("pretrain", "step", "roofline", "eval", "probe", "fresh") else 100_000
+        )
     run = {
         "data": bench_data,
         "tokenize": bench_tokenize,
@@ -303,6 +348,7 @@ def main() -> None:
         "eval": bench_eval_cmd,
         "probe": bench_probe_cmd,
         "stack": bench_stack_cmd,
+        "fresh": bench_fresh_cmd,
     }[args.what]
     start = time.time()
 

@@ -38,7 +38,7 @@ def test_every_shipped_yaml_parses():
         OmegaConf.load(f)
 
 
-CAPACITY = ["bioS_cap", "bioS_simple", "bioR_cap", "bioD_cap"]  # Part 3.3's, at CPU sizes
+CAPACITY = ["bioS_cap", "bioS_fresh", "bioS_simple", "bioR_cap", "bioD_cap"]  # Part 3.3's, at CPU sizes
 LLM = ["bioR_llm_single"]  # bioR written by a local LLM: needs data.llm.model (tests/test_bioR_llm.py)
 
 

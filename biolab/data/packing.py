@@ -6,14 +6,30 @@ window entirely from BIO or entirely from QA with probability ``qa_ratio``; Part
 draws it from junk bios (people never measured) with probability ``train.junk_fraction``.
 
 Streams are deterministic functions of (seed, epoch, position) and expose ``state_dict`` so a
-resumed run continues with exactly the windows it would have seen.
+resumed run continues with exactly the windows it would have seen. Part 3.3's bioS(N), every exposure
+a fresh rendering, is ``biolab.data.fresh.FreshBioStream``: a BIO stream like ``WindowStream``.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 STREAM_BIO, STREAM_QA, STREAM_MIX, STREAM_JUNK = 11, 12, 13, 14
+STREAM_FRESH_ORDER, STREAM_FRESH_BIO = 15, 16  # biolab.data.fresh: each pass's order, each bio's draws
+
+
+class Windows(Protocol):
+    """What MixedStream reads from each side: ``WindowStream`` or a fresh bio stream."""
+
+    ctx: int
+
+    def next_windows(self, n: int) -> np.ndarray: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class WindowStream:
@@ -78,7 +94,7 @@ class MixedStream:
     training (paper: QAr = 0.8), junk bios in Part 3.3's junk data (7/8). The other stream keeps the
     name ``qa`` in the state a checkpoint holds."""
 
-    def __init__(self, bio: WindowStream, qa: WindowStream | None, qa_ratio: float, seed: int):
+    def __init__(self, bio: Windows, qa: Windows | None, qa_ratio: float, seed: int):
         if qa_ratio > 0 and qa is None:
             raise ValueError("qa_ratio > 0 needs a QA stream")
         self.bio, self.qa, self.qa_ratio, self.seed = bio, qa, qa_ratio, seed

@@ -318,7 +318,7 @@ def check_combination(cfg: dict, probes: dict[str, dict]) -> None:
 ADDED_LATER = {
     "data": {"max_values": 0, "biod": None, "llm": None},
     "tokenizer": {"domain_token": False},
-    "train": {"exposures": None, "min_steps": None},
+    "train": {"exposures": None, "min_steps": None, "fresh_bios": False},
     "eval": {"gpu_batch_size": EvalConfig.gpu_batch_size},
 }
 

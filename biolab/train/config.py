@@ -36,6 +36,9 @@ class TrainConfig:
     # Part 3.3 Results 10-11: share of windows of junk bios (people never measured; the corpus's
     # junk texts), 0.875 in the paper; exposures count the useful bios only
     junk_fraction: float = 0.0
+    # Part 3.3's bioS(N): every exposure a fresh rendering of the dataset's format (new template draws,
+    # new order; biolab.data.fresh) in place of the stored bios; the BIO side of qa_ratio / junk_fraction
+    fresh_bios: bool = False
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16
     compile: bool = False
     log_every: int = 10
@@ -75,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"{section}.junk_fraction must be in [0, 1), got {self.junk_fraction}")
         if self.junk_fraction and self.qa_ratio:
             raise ConfigError(f"{section}.junk_fraction and {section}.qa_ratio cannot both be > 0")
+        if self.fresh_bios and section != "train":
+            raise ConfigError(f"{section}.fresh_bios is for pretraining on bios: set it false")
         if self.precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"{section}.precision must be auto, no, bf16 or fp16, got {self.precision!r}")
         if self.wandb not in WANDB_MODES:
@@ -92,9 +97,10 @@ class TrainConfig:
 # numbers), how often the state is saved and how many saves are kept (ckpt_every, keep_ckpts: a run
 # resumed from any checkpoint ends with the uninterrupted run's weights) and wandb. Every other key
 # changes them: the schedule (steps, lr, warmup_steps, ...), the batches (seed, batch_size, ctx,
-# qa_ratio, junk_fraction, exposures) or the float rounding (precision, compile, micro_batch_size),
-# so that "same seed, same bytes" would no longer hold. The pipeline's stage keys and run names leave
-# the same keys out but the name (biolab.pipeline.cache.VOLATILE is built from this set).
+# qa_ratio, junk_fraction, fresh_bios, exposures) or the float rounding (precision, compile,
+# micro_batch_size), so that "same seed, same bytes" would no longer hold. The pipeline's stage keys
+# and run names leave the same keys out but the name (biolab.pipeline.cache.VOLATILE is built from
+# this set).
 LOGGING_KEYS = frozenset(
     {"name", "log_every", "eval_every", "eval_people", "ckpt_every", "keep_ckpts", "wandb"}
 )

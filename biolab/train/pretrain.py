@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from biolab.console import report_progress
 from biolab.data.dataset import read_meta
+from biolab.data.fresh import fresh_bio_stream, fresh_bios
 from biolab.data.masking import with_mask_token
 from biolab.data.packing import STREAM_JUNK, STREAM_QA, MixedStream, WindowStream
 from biolab.data.tokens import Corpus, TextSet
@@ -79,10 +80,14 @@ def micro_batches(cfg: TrainConfig, world: int) -> tuple[int, int]:
 
 
 def make_stream(corpus: Corpus, cfg: TrainConfig, qa_texts: TextSet | None = None) -> MixedStream:
-    """BIO windows, mixed with windows of P_train QA texts (the corpus's QA, or ``qa_texts``, e.g. a
-    Part 3.2 task set's items) with probability ``cfg.qa_ratio``."""
-    b = corpus.bios
-    bio = WindowStream(corpus.bio_ids, b["offsets"], corpus.eos, cfg.ctx, cfg.seed)
+    """BIO windows (the corpus's bios, or with ``cfg.fresh_bios`` a fresh rendering of every person
+    each pass), mixed with windows of P_train QA texts (the corpus's QA, or ``qa_texts``, e.g. a
+    Part 3.2 task set's items) with probability ``cfg.qa_ratio``, or of junk bios with
+    ``cfg.junk_fraction``."""
+    if cfg.fresh_bios:
+        bio = fresh_bio_stream(corpus, cfg.ctx, cfg.seed)
+    else:
+        bio = WindowStream(corpus.bio_ids, corpus.bios["offsets"], corpus.eos, cfg.ctx, cfg.seed)
     if qa_texts is not None and cfg.qa_ratio <= 0:
         raise ConfigError("mixed training on task items needs train.qa_ratio > 0")
     if cfg.junk_fraction > 0:
@@ -208,17 +213,23 @@ def pretrain(
 
 def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
     """The steps that show every person's knowledge ``cfg.exposures`` times (Part 3.3: an exposure is
-    one bio of the person, not a pass: with M entries per person, E exposures are E / M passes), and
+    one bio of the person, not a pass: with M entries per person, E exposures are E / M passes; with
+    ``cfg.fresh_bios`` every pass is one fresh bio per person, so E exposures are E passes), and
     the exposures those whole steps give. BIO windows only: mixed training's QA windows are extra.
     With ``cfg.min_steps`` the batch is halved (while it stays a whole number of micro batches) until
     there are that many steps: the paper's Remark A.2, few exposures need enough optimizer steps."""
     n_bios = corpus.n_bios
     people = len(np.unique(corpus.bios["person_id"]))
-    pass_tokens = int(corpus.bios["offsets"][-1]) + n_bios  # each bio + its EOS
     share = 1.0 - cfg.qa_ratio - cfg.junk_fraction  # junk windows, like QA ones, are extra
     if share <= 0:
         raise ConfigError("train.exposures counts BIO windows: it needs train.qa_ratio < 1")
-    bio_tokens = pass_tokens / n_bios  # one exposure: one bio and its EOS
+    if cfg.fresh_bios:  # one exposure: one fresh bio and its EOS, measured on a rendered sample
+        bio_tokens = fresh_bios(corpus, cfg.seed).mean_tokens(corpus.eos)
+        pass_bios = people  # a pass shows every person once
+    else:
+        pass_tokens = int(corpus.bios["offsets"][-1]) + n_bios  # each bio + its EOS
+        bio_tokens = pass_tokens / n_bios  # one exposure: one bio and its EOS
+        pass_bios = n_bios
     micro = cfg.micro_batch_size or 1
     batch = cfg.batch_size
 
@@ -235,9 +246,10 @@ def exposure_plan(corpus: Corpus, cfg: TrainConfig) -> dict:
         )
     got = steps * batch * cfg.ctx * share / (people * bio_tokens)
     return {"asked": cfg.exposures, "steps": steps, "batch_size": batch, "exposures": round(got, 2),
-            "people": people, "entries_per_person": round(n_bios / people, 4),
-            "passes": round(got * people / n_bios, 3),
-            "tokens_per_exposure": round(bio_tokens, 2)}  # fmt: skip
+            "people": people, "entries_per_person": round(pass_bios / people, 4),
+            "passes": round(got * people / pass_bios, 3),
+            "tokens_per_exposure": round(bio_tokens, 2),
+            **({"fresh_bios": True} if cfg.fresh_bios else {})}  # fmt: skip
 
 
 def corpus_training_data(corpus: Corpus) -> dict:
