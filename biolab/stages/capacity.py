@@ -11,7 +11,7 @@ from biolab.eval.capacity import CapacityConfig, measure_with_quantized
 from biolab.io import write_json
 from biolab.model import load_model
 from biolab.stages.kind import Kind
-from biolab.stages.manifest import Run, StageMissing, check_stage, stage_json
+from biolab.stages.manifest import Run, StageMissing, stage_json
 from biolab.stages.rows import Reader, Readout, flag, row
 
 # capacity.csv: everything an outside script needs to recompute R from p1, p2, N and P
@@ -60,42 +60,39 @@ def capacity_records(run: Run, strict: bool, notes: list) -> list[dict]:
         flag(str(err), strict, notes)
         return []
     trained = data.get("trained") or {}
-    model = run.get("model")
-    arch = (data.get("model") or pretrained_model_keys(run)).get("arch")
+    pretrained = done_stage_json(run, "pretrain", "config.json")
+    # capacity.json before it recorded the model keys: the pretraining's
+    arch = (data.get("model") or pretrained.get("model") or {}).get("arch")
+    setting = run_setting_text(done_stage_json(run, "corpus", "meta.json"), pretrained)
     out = []
     for r in data["rows"]:
         rec = {k: r.get(k) for k in CAPACITY_COLUMNS}
-        rec.update(experiment=run.experiment, run=run.name, data=run.data, model=model, arch=arch,
+        rec.update(experiment=run.experiment, run=run.name, data=run.data, model=run.get("model"), arch=arch,
                    exposures=data.get("exposures"), exposures_asked=trained.get("asked"),
-                   setting=run_setting_text(run))  # fmt: skip
+                   setting=setting)  # fmt: skip
         out.append(rec)
     return out
 
 
-def run_setting_text(run: Run) -> str:
-    """What the pretraining mixed in beside the useful bios, from its corpus and its config: junk bios
-    (Part 3.3 Results 10-11) and a domain token (Result 12); "" for neither (or stages not readable)."""
+def done_stage_json(run: Run, key: str, name: str) -> dict:
+    """File ``name`` of the run's done ``key`` stage, {} when it cannot be read (the record then lacks
+    what it would have said)."""
     try:
-        corpus = json.loads((check_stage(run, run.stage("corpus"), "corpus") / "meta.json").read_text())
-        train = json.loads((check_stage(run, run.stage("pretrain"), "pretrain") / "config.json").read_text())
-    except (StageMissing, OSError, ValueError):
-        return ""
+        return stage_json(run, key, name)[1]
+    except StageMissing:
+        return {}
+
+
+def run_setting_text(corpus: dict, pretrained: dict) -> str:
+    """What the pretraining mixed in beside the useful bios, from its corpus's meta.json and its
+    config.json: junk bios (Part 3.3 Results 10-11) and a domain token (Result 12); "" for neither."""
     parts = []
     if corpus.get("junk"):
-        share = (train.get("train") or {}).get("junk_fraction")
+        share = (pretrained.get("train") or {}).get("junk_fraction")
         parts.append(f"junk {share:g} of windows, {corpus['junk'].get('bios', 0):,} junk people")
     if corpus.get("domain_token_id") is not None:
         parts.append("domain token")
     return ", ".join(parts)
-
-
-def pretrained_model_keys(run: Run) -> dict:
-    """The model keys of the run's pretraining (capacity.json before it recorded them)."""
-    try:
-        folder = check_stage(run, run.stage("pretrain"), "pretrain")
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model") or {}
-    except (StageMissing, OSError, ValueError):
-        return {}
 
 
 def capacity_rows(run: Run, records: list[dict]) -> list[dict]:
