@@ -100,7 +100,8 @@ def test_good_overrides_pass():
     [
         (
             ["data=bioS_mult5"],
-            r"unknown data preset 'bioS_mult5'; choose from: bioD_cap, bioR_cap, bioR_llm_single, bioR_multi5, ",
+            r"unknown data preset 'bioS_mult5'; choose from: bioD_cap, bioR_cap, bioR_llm_single, "
+            r"bioR_multi5, ",
         ),
         (["data=bioS_single,nope"], "unknown data preset 'nope'"),
         (["data.mutli=5"], r"unknown key 'data.mutli'; valid keys under data: name, style, "),

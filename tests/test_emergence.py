@@ -145,3 +145,20 @@ def test_the_script_writes_the_map_and_refuses_a_file_without_the_experiments(tm
 def test_a_missing_results_file_is_one_line(tmp_path, missing):
     r = run_in_fork([SCRIPT, tmp_path / missing, tmp_path])
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "is not a file" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_chosen_laptop_scale_reuses_the_maps_cells():
+    """scale=laptop_deep is the map's deep8 N=100 e500 point: Figure 3 at it plans the same pretraining
+    and finetune stages as the map's cells of its three datasets, so a root holding the map reuses them
+    (and the new Figure 3 is the same model the map measured)."""
+    from biolab.pipeline.experiment import plan_experiment
+
+    cells = plan_experiment(
+        ["experiment=emergence", "scale=laptop", "people=[100]", "models={deep8: {n_layer: 8}}"]
+    )
+    fig3 = plan_experiment(["experiment=fig3_augmentation", "scale=laptop_deep"])
+    in_map = {r.manifest.stages["eval"] for r in cells if r.manifest.grid == "steps-100"}
+    shared = {r.manifest.data for r in fig3 if r.manifest.stages["eval"] in in_map}
+    assert shared == {"bioS_single", "bioS_multi5_permute", "bioS_multi5_permute_fullname"}
+    assert {r.manifest.model for r in fig3} == {"deep8"}
