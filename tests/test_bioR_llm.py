@@ -1,6 +1,6 @@
-"""bioR written by a local LLM (biolab/data/llm_bios.py, data.style=bioR_llm): prompts, spans,
-rejection, rewrites, the resumable cache, determinism and config errors with a scripted model; the
-transformers path end to end with a tiny random model built here (nothing downloaded)."""
+"""bioR written by a local LLM (biolab/data/llm_bios.py and llm_engines.py, data.style=bioR_llm):
+prompts, spans, rejection, rewrites, the resumable cache, determinism and config errors with a scripted
+model; the transformers path end to end with a tiny random model built here (nothing downloaded)."""
 
 import hashlib
 import json
@@ -15,18 +15,15 @@ from biolab.data.dataset import DataConfig, generate, load_dataset, write_datase
 from biolab.data.llm_bios import (
     LLMConfig,
     Prompt,
-    TransformersGenerator,
     bio_spans,
     build_prompt,
     default_cache_dir,
     finish_bio,
     load_instructions,
-    prompt_ids,
     request_plan,
     sampling_seed,
-    top_p_sample,
-    vllm_usable,
 )
+from biolab.data.llm_engines import TransformersGenerator, prompt_ids, top_p_sample, vllm_usable
 from biolab.data.people import ATTRIBUTES, Person, sample_people
 from biolab.data.pools import load_pools
 from biolab.errors import ConfigError, DataFileError, GenerationError

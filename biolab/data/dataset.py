@@ -46,11 +46,10 @@ from biolab.data.llm_bios import (
     GenerationProgress,
     LLMBioWriter,
     LLMConfig,
-    check_model_folder,
     default_cache_dir,
-    load_generator,
     load_instructions,
 )
+from biolab.data.llm_engines import check_model_folder, load_generator
 from biolab.data.people import (
     ATTRIBUTES,
     CELEBRITY,
