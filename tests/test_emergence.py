@@ -151,7 +151,7 @@ def test_a_missing_results_file_is_one_line(tmp_path, missing):
 def test_the_chosen_laptop_scale_reuses_the_maps_cells():
     """scale=laptop_deep is the map's deep8 N=100 e500 point: Figure 3 at it plans the same pretraining
     and finetune stages as the map's cells of its three datasets, so a root holding the map reuses them
-    (and the new Figure 3 is the same model the map measured)."""
+    (and the new Figure 3 is the same model the map measured); Figure 10 likewise."""
     from biolab.pipeline.experiment import plan_experiment
 
     cells = plan_experiment(
@@ -162,3 +162,8 @@ def test_the_chosen_laptop_scale_reuses_the_maps_cells():
     shared = {r.manifest.data for r in fig3 if r.manifest.stages["eval"] in in_map}
     assert shared == {"bioS_single", "bioS_multi5_permute", "bioS_multi5_permute_fullname"}
     assert {r.manifest.model for r in fig3} == {"deep8"}
+    # Figure 10's bioS_single at QAr 0.8 is the map's mixed cell at that scale
+    deep8 = ["scale=laptop_deep", "people=[100]", "models={deep8: {n_layer: 8}}"]
+    (mixed,) = plan_experiment(["experiment=emergence_mixed", *deep8])
+    fig10 = plan_experiment(["experiment=fig10_mixed", "scale=laptop_deep", "train.qa_ratio=0.8"])
+    assert mixed.manifest.stages in [r.manifest.stages for r in fig10]
