@@ -89,3 +89,16 @@ def test_a_tiny_sweep_runs_and_its_csv_recomputes_r(tmp_path):
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Knowledge capacity" in report and (tmp_path / "report" / "figures" / "cap_fig1").is_dir()
     assert "Part 3.3's laws come from bioS(N) with N >= 10,000" in report and "here N = 16" in report
+
+
+def test_a_scale_the_per_scale_table_lacks_is_one_line():
+    """A scale a user adds (conf/scale/mine.yaml) that cap_fig1's table does not list: a ConfigError
+    naming the key and the scale, not omegaconf's traceback."""
+    from biolab.pipeline.experiment import plain
+
+    cfg = {"experiment": "cap_fig1", "scale": "mine", "datasets": "${cap.${scale}.datasets}",
+           "cap": {"tiny": {"datasets": ["bioD_cap"]}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"cap.mine.datasets.*no settings for scale=mine") as err:
+        plain(cfg)
+    assert "\n" not in str(err.value)
+    assert plain({**cfg, "scale": "tiny"})["datasets"] == ["bioD_cap"]

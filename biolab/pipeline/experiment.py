@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from biolab.cli import compose, config_groups
 from biolab.errors import ConfigError
@@ -67,4 +68,10 @@ def plain(cfg) -> dict:
     if OmegaConf.is_config(cfg):
         cfg = OmegaConf.to_container(cfg, resolve=False)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-    return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    try:
+        return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    except InterpolationResolutionError as err:
+        # an experiment's per-scale table (cap_fig1's cap.<scale>) without the scale asked for
+        scale, why = cfg.get("scale"), str(err.msg).strip().splitlines()[0]
+        hint = f" (it has no settings for scale={scale})" if scale and f".{scale}." in why else ""
+        raise ConfigError(f"experiment={cfg.get('experiment')}: {err.full_key}: {why}{hint}") from None
