@@ -6,6 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+from biolab.cli import compose
 from biolab.errors import ConfigError
 from biolab.model import (
     ARCHS,
@@ -25,7 +26,9 @@ EOS, PAD = 0, 1
 
 
 def preset(name: str) -> ModelConfig:
-    return ModelConfig.from_dict(OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml")))
+    """The ``model`` group's preset as Hydra composes it (a preset may build on another: deep8 on tiny)."""
+    model = compose("run", [f"model={name}"]).model
+    return ModelConfig.from_dict(OmegaConf.to_container(model, resolve=True))
 
 
 def meta_model(cfg: ModelConfig, vocab: int):
