@@ -165,6 +165,19 @@ def clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def tenth(done: int | None, total: int | None) -> int:
+    """How many whole tenths (PLAIN_FRACTION) of ``total`` are done."""
+    if done is None or not total:
+        return 0
+    return int(done / total / PLAIN_FRACTION + 1e-9)
+
+
+def plain_due(tenth_now: int, tenth_printed: int, now: float, printed: float) -> bool:
+    """Whether a plain progress line is due: a new tenth of the work, or PLAIN_SECONDS since the last
+    (the rule of every long job's lines off a terminal: the board's, the LLM bio writer's)."""
+    return tenth_now > tenth_printed or now - printed >= PLAIN_SECONDS
+
+
 @dataclass
 class Line:
     """One job's line: its stage and the stage's last reported progress."""
@@ -233,13 +246,10 @@ class Line:
         return f"{head}: {', '.join(rest)}"
 
     def due(self, now: float) -> bool:
-        """Whether a plain line is due: a new tenth of the steps, or PLAIN_SECONDS since the last."""
-        return self.tenth() > self.printed_tenth or now - self.printed >= PLAIN_SECONDS
+        return plain_due(self.tenth(), self.printed_tenth, now, self.printed)
 
     def tenth(self) -> int:
-        if self.step is None or not self.total:
-            return 0
-        return int(self.step / self.total / PLAIN_FRACTION + 1e-9)
+        return tenth(self.step, self.total)
 
 
 class Board:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from biolab.config import from_dict
-from biolab.console import PLAIN_FRACTION, PLAIN_SECONDS, clock, report_progress
+from biolab.console import clock, plain_due, report_progress, tenth
 from biolab.data.bios import Bio
 from biolab.data.people import ATTRIBUTES, Person
 from biolab.errors import ConfigError, DataFileError, GenerationError
@@ -257,8 +257,9 @@ class BioCache:
 
 @dataclass
 class GenerationProgress:
-    """A line a person can follow (bios done, rate, tries per bio, ETA) every tenth of the work or
-    every PLAIN_SECONDS; and each batch's progress to run.py's board."""
+    """A line a person can follow (bios done, rate, tries per bio, ETA) when ``console.plain_due`` says
+    (a new tenth of the work, or PLAIN_SECONDS since the last) and at the end; and each batch's
+    progress to run.py's board."""
 
     total: int  # bios
     show: bool = True
@@ -267,18 +268,17 @@ class GenerationProgress:
     tries: int = 0
     started: float = field(default_factory=time.monotonic)
     last_line: float = field(default_factory=time.monotonic)
-    last_done: int = 0
+    last_tenth: int = 0
 
     def update(self, bios: int, generated: int, tries: int) -> None:
         self.done += bios
         self.generated += generated
         self.tries += tries
         report_progress(self.done, self.total)
-        now = time.monotonic()
-        share_due = self.done - self.last_done >= PLAIN_FRACTION * self.total
-        if self.show and (share_due or now - self.last_line >= PLAIN_SECONDS or self.done == self.total):
+        now, part = time.monotonic(), tenth(self.done, self.total)
+        if self.show and (plain_due(part, self.last_tenth, now, self.last_line) or self.done == self.total):
             print(self.line(now), flush=True)
-            self.last_line, self.last_done = now, self.done
+            self.last_line, self.last_tenth = now, part
 
     def line(self, now: float) -> str:
         rate = self.generated / max(now - self.started, 1e-9)
