@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from biolab.io import atomic_dir, write_json
-from biolab.stages.manifest import find_manifests, load_runs
+from biolab.stages.manifest import load_runs
 from biolab.status import device_name, git_commit, versions
 
 
@@ -73,8 +73,8 @@ def check_report(root: Path, report: Path, experiments: list[str] | None) -> set
     experiments and to be newer than every one of their manifests; else a ValueError saying what to run."""
     if not (report / "report.md").is_file() or not (report / "results.csv").is_file():
         raise ValueError(f"{report}/report.md not found; run scripts/report.py root={root} first")
-    manifests = find_manifests(root, experiments)
-    wanted = set(experiments) if experiments else {p.parent.name for p in manifests}
+    runs = load_runs(root, experiments)
+    wanted = set(experiments) if experiments else {run.experiment for run in runs}
     if not wanted:
         raise ValueError(f"no runs are filed under {root}")
     with open(report / "results.csv", newline="") as f:
@@ -86,10 +86,11 @@ def check_report(root: Path, report: Path, experiments: list[str] | None) -> set
         what = "; ".join([*([f"lacks {', '.join(missing)}"] if missing else []),
                           *([f"also covers {', '.join(extra)}"] if extra else [])])  # fmt: skip
         raise ValueError(f"{report} {what}: {redo}")
-    newer = [p for p in manifests if p.stat().st_mtime > (report / "report.md").stat().st_mtime]
+    written = (report / "report.md").stat().st_mtime
+    newer = [run.path for run in runs if run.path.stat().st_mtime > written]
     if newer:
         raise ValueError(f"{len(newer)} runs were filed after {report} was written (e.g. {newer[0]}): {redo}")
-    return {folder for run in load_runs(root, sorted(wanted)) for folder in run.manifest.stages.values()}
+    return {folder for run in runs for folder in run.manifest.stages.values()}
 
 
 def check_out(out: Path, replace: bool) -> None:
