@@ -116,6 +116,19 @@ def test_qa_cells_and_pooled_probe_cells_with_their_intervals(tmp_path):
     assert plot_map(cells, tmp_path / "map.png").stat().st_size > 0
 
 
+def test_a_probe_cell_per_pretraining_setting_not_per_finetune():
+    rows = []
+    for run in ("bioS_single__N100__e500__steps-100", "bioS_single__N100__e500__finetune=lora__steps-400",
+                "bioS_single__N100__e500__data.max_values=10__steps-100"):  # fmt: skip
+        acc = 40.0 if "max_values" in run else 5.0
+        for a in ATTRIBUTES:
+            for metric, value in (("pprobe_first_token_acc", acc), ("pprobe_first_token_majority", 3.0)):
+                rows.append(result(run, "bioS_single", metric, value, a, "s0", "p_fast"))
+    probe = map_rows(rows)
+    # LoRA and full finetunes of one pretraining share its probe; smaller pools make another pretraining
+    assert [(c["setting"], c["value"]) for c in probe] == [("", 5.0), ("data.max_values=10", 40.0)]
+
+
 def write_results(path, rows):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -111,6 +111,14 @@ def sweep_point(run: str, data: str) -> tuple[int | None, int | None, str]:
     return n, e, "__".join(rest)
 
 
+def pretraining_setting(setting: str) -> str:
+    """What of a run's setting its pretrained model depends on, for a probe, which reads that model:
+    the named overrides (``data.max_values=10``), less the finetune's (``finetune=lora``) and the grid
+    point (``steps-100``: grid names hold no "="), which every finetune of one pretraining shares."""
+    kept = [t for t in setting.split("__") if "=" in t and not t.startswith(("finetune=", "finetune."))]
+    return "__".join(kept)
+
+
 def _num(x: str) -> float | None:
     try:
         return float(x)
@@ -138,11 +146,11 @@ def map_rows(results: list[dict]) -> list[dict]:
             n_people, exposures, setting = sweep_point(run, effect.data)
             # a models sweep names the model in the run too: the model column says it already
             setting = "__".join(t for t in setting.split("__") if t and t != rows[0]["model"])
-            if effect.attributes is not None:  # a probe reads the pretrained model: every grid point's run
-                setting = ""  # and every finetune method's shares it
+            if effect.attributes is not None:
+                setting = pretraining_setting(setting)
                 if any(
-                    (r["effect"], r["N"], r["exposures"], r["model"])
-                    == (effect.name, n_people, exposures, rows[0]["model"])
+                    (r["effect"], r["N"], r["exposures"], r["model"], r["setting"])
+                    == (effect.name, n_people, exposures, rows[0]["model"], setting)
                     for r in out
                 ):
                     continue
