@@ -8,7 +8,7 @@ import pytest
 from conftest import run_in_fork
 
 from biolab.data.people import ATTRIBUTES
-from biolab.report.emergence import map_csv, map_markdown, map_rows, plot_map, sweep_point
+from biolab.report.emergence import line_styles, map_csv, map_markdown, map_rows, plot_map, sweep_point
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "emergence_map.py"
 
@@ -127,6 +127,35 @@ def test_a_probe_cell_per_pretraining_setting_not_per_finetune():
     probe = map_rows(rows)
     # LoRA and full finetunes of one pretraining share its probe; smaller pools make another pretraining
     assert [(c["setting"], c["value"]) for c in probe] == [("", 5.0), ("data.max_values=10", 40.0)]
+
+
+def test_a_colour_per_pretrained_model_and_a_marker_per_finetune_in_every_panel():
+    def cell(model, finetune, setting, effect="P_test QA, bioS_single"):
+        return {"effect": effect, "model": model, "exposures": 500, "finetune": finetune, "setting": setting}
+
+    cells = [
+        cell("tiny", "full", "steps-100"),
+        cell("tiny", "full", "steps-400"),
+        cell("tiny", "lora", "finetune=lora__steps-100"),
+        cell("tiny", "full", "data.max_values=10__steps-100"),
+        cell("tiny", "", "", "P-probe s0, five later attributes, bioS_single"),
+        cell("tiny", "", "data.max_values=10", "P-probe s0, five later attributes, bioS_single"),
+        *(cell(f"m{k}", "full", "steps-100") for k in range(10)),
+    ]
+    looks = line_styles(cells)
+    tiny = looks[("tiny", 500, "full", "steps-100")]
+    assert tiny["pretrained"] == "tiny 500 exposures" and tiny["finetuned"] == "full steps-100"
+    # the probe reads the model that each finetune of it started from: the same colour
+    probe = looks[("tiny", 500, "", "")]
+    assert probe["color"] == tiny["color"] and probe["finetuned"].startswith("no finetune")
+    small = looks[("tiny", 500, "full", "data.max_values=10__steps-100")]
+    assert small["color"] == looks[("tiny", 500, "", "data.max_values=10")]["color"] != tiny["color"]
+    assert small["marker"] == tiny["marker"] and small["linestyle"] == tiny["linestyle"]
+    lora = looks[("tiny", 500, "lora", "finetune=lora__steps-100")]
+    assert lora["finetuned"] == "lora steps-100" and lora["color"] == tiny["color"]
+    assert len({(v["marker"], v["linestyle"]) for v in looks.values()}) == 4  # full x2, lora, none
+    # 12 pretrained models: no two share a colour (the 10-colour cycle repeated one before)
+    assert len({tuple(v["color"]) for v in looks.values()}) == 12
 
 
 def write_results(path, rows):

@@ -261,31 +261,77 @@ def _cell(r: dict) -> str:
     return f"{r['value']:.1f}{ci}{base}"
 
 
+def line_styles(rows: list[dict]) -> dict[tuple, dict]:
+    """A line's look, the same in every panel: its colour names the pretrained model (model,
+    exposures and the named data overrides: what a probe reads), its marker and line style the
+    finetune on top (kind and grid point; a probe and mixed training have none). Keyed like the map's lines:
+    (model, exposures, finetune, setting) -> ``color``, ``marker``, ``linestyle``, ``pretrained``
+    and ``finetuned`` (the two legend labels)."""
+    keys = sorted({_line_key(r) for r in rows}, key=lambda k: tuple(str(x) for x in k))
+    pretrained = sorted({_pretrained_label(k) for k in keys})
+    finetuned = sorted({_finetuned_label(k) for k in keys})
+    palette = _colours(len(pretrained))
+    looks = [(m, ls) for ls in ("-", "--", "-.", ":") for m in ("o", "s", "^", "D", "v", "P")]
+    return {
+        k: {
+            "color": palette[pretrained.index(_pretrained_label(k))],
+            "marker": looks[finetuned.index(_finetuned_label(k)) % len(looks)][0],
+            "linestyle": looks[finetuned.index(_finetuned_label(k)) % len(looks)][1],
+            "pretrained": _pretrained_label(k),
+            "finetuned": _finetuned_label(k),
+        }
+        for k in keys
+    }
+
+
+def _line_key(r: dict) -> tuple:
+    return r["model"], r["exposures"], r["finetune"], r["setting"]
+
+
+def _pretrained_label(key: tuple) -> str:
+    model, exposures, _, setting = key
+    named = pretraining_setting(setting)
+    return " ".join(str(x) for x in (model, f"{exposures} exposures" if exposures else "", named) if x)
+
+
+def _finetuned_label(key: tuple) -> str:
+    _, _, finetune, setting = key
+    grid = [t for t in setting.split("__") if t and t not in pretraining_setting(setting).split("__")]
+    kind = (finetune or "").replace("finetune=", "")
+    grid = [t for t in grid if not t.startswith("finetune=")]
+    # a probe reads the pretrained model; mixed training has QA in its pretraining
+    return " ".join([kind, *grid]) if kind else "no finetune (probes, mixed training)"
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
 def plot_map(rows: list[dict], path: str | Path) -> Path | None:
     """A panel per effect: value against N (log), a line per (model, exposures, finetune, setting)
-    with its 95% intervals, the baseline dotted, the paper's 100k value as a star at N = 100,000."""
+    with its 95% intervals, the baseline dotted, the paper's 100k value as a star at N = 100,000.
+    One legend for the figure (``line_styles``): colour the pretrained model, marker the finetune."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     effects = [e for e in EFFECTS if any(r["effect"] == e.name for r in rows)]
     if not effects:
         return None
+    drawn_rows = [r for r in rows if r["effect"] in {e.name for e in effects} and r["N"] is not None]
+    styles = line_styles(drawn_rows)
     cols = 3
-    rows_n = (len(effects) + cols - 1) // cols
+    rows_n = (len(effects) + 1 + cols - 1) // cols  # one more cell holds the legend
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
     for ax, effect in zip(axes.flat, effects, strict=False):
-        mine = [r for r in rows if r["effect"] == effect.name and r["N"] is not None]
-        keys = sorted(
-            {(r["model"], r["exposures"], r["finetune"], r["setting"]) for r in mine},
-            key=lambda k: tuple(str(x) for x in k),
-        )
-        for key in keys:
-            line = sorted(
-                (r for r in mine if (r["model"], r["exposures"], r["finetune"], r["setting"]) == key),
-                key=lambda r: r["N"],
-            )
+        mine = [r for r in drawn_rows if r["effect"] == effect.name]
+        for key in sorted({_line_key(r) for r in mine}, key=lambda k: tuple(str(x) for x in k)):
+            line = sorted((r for r in mine if _line_key(r) == key), key=lambda r: r["N"])
             xs = [r["N"] for r in line]
             ys = [r["value"] for r in line]
             # an interval that does not hold its value (a hand-made table) draws no bar on that side
@@ -293,30 +339,40 @@ def plot_map(rows: list[dict], path: str | Path) -> Path | None:
                 [max(0.0, r["value"] - r["ci_low"]) if r["ci_low"] is not None else 0.0 for r in line],
                 [max(0.0, r["ci_high"] - r["value"]) if r["ci_high"] is not None else 0.0 for r in line],
             ]
-            label = " ".join(str(k) for k in key if k not in (None, ""))
-            drawn = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+            look = styles[key]
+            ax.errorbar(
+                xs, ys, yerr=err, capsize=3, color=look["color"], marker=look["marker"],
+                linestyle=look["linestyle"], markersize=4,
+            )  # fmt: skip
             base = [r["baseline"] for r in line]
             if all(b is not None for b in base):
-                ax.plot(xs, base, linestyle=":", color=drawn[0].get_color(), alpha=0.6)
+                ax.plot(xs, base, linestyle=":", color=look["color"], alpha=0.5, linewidth=1)
         paper = next((r["paper_value"] for r in mine if r["paper_value"] is not None), None)
         if paper is not None:
-            ax.plot(
-                [100_000],
-                [paper],
-                marker="*",
-                markersize=12,
-                color="black",
-                linestyle="none",
-                label="paper (100k)",
-            )
+            ax.plot([100_000], [paper], marker="*", markersize=12, color="black", linestyle="none")
         ax.set_xscale("log")
         ax.set_ylim(-2, 102)
         ax.set_xlabel("people N")
         ax.set_ylabel("%")
         ax.set_title(effect.name, fontsize=9)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(effects) :]:
+    rest = list(axes.flat)[len(effects) :]
+    for ax in rest:
         ax.axis("off")
-    fig.suptitle("Where each Part 3.1 result appears: ours against people N (dotted: majority baseline)")
+    colours = {s["pretrained"]: s["color"] for s in styles.values()}
+    marks = {s["finetuned"]: (s["marker"], s["linestyle"]) for s in styles.values()}
+    handles = [
+        *(Line2D([], [], color=c, linewidth=3, label=label) for label, c in sorted(colours.items())),
+        *(
+            Line2D([], [], color="grey", marker=m, linestyle=ls, label=label)
+            for label, (m, ls) in sorted(marks.items())
+        ),
+        Line2D([], [], color="grey", linestyle=":", alpha=0.5, label="majority baseline"),
+        Line2D([], [], color="black", marker="*", markersize=12, linestyle="none", label="paper (100k)"),
+    ]
+    rest[0].legend(
+        handles=handles, loc="upper left", fontsize=7, ncol=1 if len(handles) <= 14 else 2,
+        title="colour: pretrained model; marker: finetune", title_fontsize=7,
+    )  # fmt: skip
+    fig.suptitle("Where each Part 3.1 result appears: ours against people N")
     fig.tight_layout()
     return save_figure(fig, path)
