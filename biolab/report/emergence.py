@@ -233,19 +233,11 @@ def map_markdown(rows: list[dict]) -> str:
             "baseline: always the most common P_train value",
             "",
         ]
-        keys = sorted(
-            {(r["model"], r["exposures"], r["finetune"], r["setting"]) for r in mine},
-            key=lambda k: tuple(str(x) for x in k),
-        )
         table = []
-        for key in keys:
+        for key in _line_keys(mine):
             cells = []
             for n in people:
-                hit = [
-                    r
-                    for r in mine
-                    if (r["model"], r["exposures"], r["finetune"], r["setting"]) == key and r["N"] == n
-                ]
+                hit = [r for r in mine if _line_key(r) == key and r["N"] == n]
                 cells.append(_cell(hit[0]) if hit else "")
             table.append([*key, *cells])
         lines += [
@@ -267,25 +259,26 @@ def line_styles(rows: list[dict]) -> dict[tuple, dict]:
     finetune on top (kind and grid point; a probe and mixed training have none). Keyed like the map's lines:
     (model, exposures, finetune, setting) -> ``color``, ``marker``, ``linestyle``, ``pretrained``
     and ``finetuned`` (the two legend labels)."""
-    keys = sorted({_line_key(r) for r in rows}, key=lambda k: tuple(str(x) for x in k))
-    pretrained = sorted({_pretrained_label(k) for k in keys})
-    finetuned = sorted({_finetuned_label(k) for k in keys})
+    labels = {k: (_pretrained_label(k), _finetuned_label(k)) for k in _line_keys(rows)}
+    pretrained = sorted({p for p, _ in labels.values()})
+    finetuned = sorted({f for _, f in labels.values()})
     palette = _colours(len(pretrained))
     looks = [(m, ls) for ls in ("-", "--", "-.", ":") for m in ("o", "s", "^", "D", "v", "P")]
-    return {
-        k: {
-            "color": palette[pretrained.index(_pretrained_label(k))],
-            "marker": looks[finetuned.index(_finetuned_label(k)) % len(looks)][0],
-            "linestyle": looks[finetuned.index(_finetuned_label(k)) % len(looks)][1],
-            "pretrained": _pretrained_label(k),
-            "finetuned": _finetuned_label(k),
-        }
-        for k in keys
-    }
+    out = {}
+    for k, (p, f) in labels.items():
+        marker, linestyle = looks[finetuned.index(f) % len(looks)]
+        out[k] = {"color": palette[pretrained.index(p)], "marker": marker, "linestyle": linestyle,
+                  "pretrained": p, "finetuned": f}  # fmt: skip
+    return out
 
 
 def _line_key(r: dict) -> tuple:
+    """The map's line a row belongs to: one in the table, one in a panel."""
     return r["model"], r["exposures"], r["finetune"], r["setting"]
+
+
+def _line_keys(rows: list[dict]) -> list[tuple]:
+    return sorted({_line_key(r) for r in rows}, key=lambda k: tuple(str(x) for x in k))
 
 
 def _pretrained_label(key: tuple) -> str:
@@ -296,9 +289,9 @@ def _pretrained_label(key: tuple) -> str:
 
 def _finetuned_label(key: tuple) -> str:
     _, _, finetune, setting = key
-    grid = [t for t in setting.split("__") if t and t not in pretraining_setting(setting).split("__")]
+    named = pretraining_setting(setting).split("__")
+    grid = [t for t in setting.split("__") if t and t not in named and not t.startswith("finetune=")]
     kind = (finetune or "").replace("finetune=", "")
-    grid = [t for t in grid if not t.startswith("finetune=")]
     # a probe reads the pretrained model; mixed training has QA in its pretraining
     return " ".join([kind, *grid]) if kind else "no finetune (probes, mixed training)"
 
@@ -330,7 +323,7 @@ def plot_map(rows: list[dict], path: str | Path) -> Path | None:
     fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
     for ax, effect in zip(axes.flat, effects, strict=False):
         mine = [r for r in drawn_rows if r["effect"] == effect.name]
-        for key in sorted({_line_key(r) for r in mine}, key=lambda k: tuple(str(x) for x in k)):
+        for key in _line_keys(mine):
             line = sorted((r for r in mine if _line_key(r) == key), key=lambda r: r["N"])
             xs = [r["N"] for r in line]
             ys = [r["value"] for r in line]
